@@ -1,0 +1,278 @@
+"""Configuration: read once from TOML into typed, frozen dataclasses.
+
+Deep code never reads files or environment variables itself; it is handed the
+objects built here. Every key is documented in ``config.example.toml``.
+
+Errors name the key (``smtp.port``) or the file, because the person reading
+them is a columnist at a terminal, not a developer with a debugger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_VAR = "MAILER_CONFIG"
+DEFAULT_FILE = "config.toml"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or has a bad key."""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8025
+    domain: str = "column.example"
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_recipients: int = 20
+    idle_timeout: float = 120.0
+    max_connections: int = 200
+
+
+@dataclass(frozen=True)
+class AddressesConfig:
+    letters: str = "letters@column.example"
+    subscribe: str = "subscribe@column.example"
+    unsubscribe: str = "unsubscribe@column.example"
+    bounces: str = "bounces@column.example"
+
+    def all(self) -> tuple[str, ...]:
+        """Every address the listener accepts mail for."""
+        return (self.letters, self.subscribe, self.unsubscribe, self.bounces)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    database: Path = Path("var/mailer.db")
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    mode: str = "maildir"
+    maildir: Path = Path("var/maildir")
+    relay_host: str = "127.0.0.1"
+    relay_port: int = 25
+    starttls: bool = False
+    username: str = ""
+    password_env: str = "MAILER_RELAY_PASSWORD"
+    timeout: float = 30.0
+    max_attempts: int = 12
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    concurrency: int = 4
+    rate_limit: float = 0.0
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8026
+    public_url: str = "http://127.0.0.1:8026"
+    password_hash: str = ""
+    password_env: str = "MAILER_DESK_PASSWORD"
+    secret_key_env: str = "MAILER_SECRET_KEY"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ColumnConfig:
+    name: str = "Enjoy Your Changes"
+    columnist: str = "The Columnist"
+    site_url: str = "https://column.example"
+    timezone: str = "America/New_York"
+
+
+@dataclass(frozen=True)
+class AcknowledgementsConfig:
+    enabled: bool = True
+    once_per_days: int = 7
+    topics_per_letter: int = 3
+
+
+@dataclass(frozen=True)
+class CrisisConfig:
+    resources: str = (
+        "If you are in danger or thinking about ending your life, please reach out now.\n"
+        "In the US: call or text 988 (Suicide & Crisis Lifeline), or call 911.\n"
+        "Outside the US: call your local emergency number, or find a helpline at "
+        "https://findahelpline.com."
+    )
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    schedules: Path = Path("schedules")
+    grace_period_hours: float = 72.0
+
+
+@dataclass(frozen=True)
+class Config:
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    addresses: AddressesConfig = field(default_factory=AddressesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    column: ColumnConfig = field(default_factory=ColumnConfig)
+    acknowledgements: AcknowledgementsConfig = field(default_factory=AcknowledgementsConfig)
+    crisis: CrisisConfig = field(default_factory=CrisisConfig)
+    digest: DigestConfig = field(default_factory=DigestConfig)
+    #: The folder relative paths were resolved against (the config file's folder).
+    base_dir: Path = Path(".")
+    #: The file this came from, or None for the embedded defaults.
+    source: Path | None = None
+
+    def own_addresses(self) -> frozenset[str]:
+        """The column's addresses, casefolded, for loop and relay checks."""
+        return frozenset(a.casefold() for a in self.addresses.all())
+
+
+_SECTION_TYPES = {
+    f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("base_dir", "source")
+}
+
+
+def load_config(path: str | os.PathLike | None = None, *, environ=None) -> Config:
+    """Load the configuration the CLI would use.
+
+    Precedence: an explicit ``path``; else ``$MAILER_CONFIG``; else
+    ``./config.toml`` when it exists; else the embedded defaults (relative
+    paths under the current folder). A path that was asked for explicitly but
+    does not exist is an error, never a silent fallback.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(ENV_VAR):
+        path = environ[ENV_VAR]
+    if path is None:
+        if Path(DEFAULT_FILE).is_file():
+            path = DEFAULT_FILE
+        else:
+            return resolve_paths(Config(), Path.cwd().resolve(), source=None)
+    return load_config_file(Path(path))
+
+
+def load_config_file(path: Path) -> Config:
+    """Read and validate one TOML config file."""
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        config = config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return resolve_paths(config, path.resolve().parent, source=path.resolve())
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build a Config from parsed TOML, naming the key of every problem."""
+    sections = {}
+    for name, value in data.items():
+        if name not in _SECTION_TYPES:
+            raise ConfigError(
+                f"unknown section [{name}] (known: {', '.join(sorted(_SECTION_TYPES))})"
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a [{name}] table")
+        section_cls = _resolve_type(_SECTION_TYPES[name])
+        sections[name] = _build_section(name, section_cls, value)
+    config = Config(**sections)
+    _validate(config)
+    return config
+
+
+def _resolve_type(annotation):
+    if isinstance(annotation, str):
+        return eval(annotation, globals())  # annotations are postponed strings here
+    return annotation
+
+
+def _build_section(section: str, cls, values: dict):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {section}.{key} (known: {', '.join(sorted(known))})"
+            )
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, expected, value):
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        expected = next(a for a in typing.get_args(expected) if a is not type(None))
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if expected is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: expected a path (a non-empty string), got {value!r}")
+        return Path(value)
+    raise ConfigError(f"{key}: unsupported type {expected!r}")  # pragma: no cover
+
+
+def _validate(config: Config) -> None:
+    if config.delivery.mode not in ("maildir", "smtp"):
+        raise ConfigError(
+            f"delivery.mode: expected \"maildir\" or \"smtp\", got {config.delivery.mode!r}"
+        )
+    for name in ("port",):
+        for section in ("smtp", "web"):
+            port = getattr(getattr(config, section), name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{section}.{name}: {port} is not a TCP port (0-65535)")
+    if not 0 <= config.delivery.relay_port <= 65535:
+        raise ConfigError(f"delivery.relay_port: {config.delivery.relay_port} is not a TCP port")
+    if config.smtp.max_message_bytes < 1024:
+        raise ConfigError("smtp.max_message_bytes: must be at least 1024")
+    for key in ("letters", "subscribe", "unsubscribe", "bounces"):
+        address = getattr(config.addresses, key)
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain or any(c.isspace() for c in address):
+            raise ConfigError(f"addresses.{key}: {address!r} is not a full email address")
+    if len(set(config.own_addresses())) != 4:
+        raise ConfigError("addresses: letters, subscribe, unsubscribe and bounces must differ")
+    if config.acknowledgements.once_per_days < 0:
+        raise ConfigError("acknowledgements.once_per_days: must be 0 or more")
+
+
+def resolve_paths(config: Config, base_dir: Path, *, source: Path | None) -> Config:
+    """Make every relative path in the config relative to ``base_dir``."""
+
+    def fix(path: Path) -> Path:
+        return path if path.is_absolute() else (base_dir / path)
+
+    return dataclasses.replace(
+        config,
+        storage=dataclasses.replace(config.storage, database=fix(config.storage.database)),
+        delivery=dataclasses.replace(config.delivery, maildir=fix(config.delivery.maildir)),
+        digest=dataclasses.replace(config.digest, schedules=fix(config.digest.schedules)),
+        base_dir=base_dir,
+        source=source,
+    )

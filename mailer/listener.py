@@ -1,0 +1,218 @@
+"""The SMTP listener: takes letters for the column's own addresses, refuses the rest.
+
+Built on aiosmtpd with ``decode_data=False``: the bytes a reader's server sent
+are the bytes we archive. The rules, in the order a session meets them:
+
+* more than ``smtp.max_connections`` open sessions: 421, try later;
+* MAIL FROM with a declared SIZE over the limit: 552 5.3.4;
+* RCPT TO for anything but the four configured addresses: 550 5.1.1
+  (never a relay, whatever the domain); more than ``smtp.max_recipients``: 452;
+* DATA over ``smtp.max_message_bytes``: 552 5.3.4, decided while the data
+  streams in (aiosmtpd stops buffering at the limit and drains the rest);
+* DATA within the limit: stored and committed, then 250; if storing fails,
+  451 so the sender keeps the letter and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Callable
+
+from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+
+from .archive import Envelope, Stored, store_inbound
+from .clock import Clock
+from .config import Config
+from .writer import DatabaseWriter
+
+log = logging.getLogger("mailer.listener")
+
+#: Per-session budgets for each command (aiosmtpd answers 421 and hangs up
+#: past them). Generous for real mail servers, tight for abuse.
+COMMAND_LIMITS = {
+    "*": 30, "MAIL": 1000, "RCPT": 1000, "DATA": 1000, "RSET": 1000,
+    "NOOP": 50, "EHLO": 20, "HELO": 20, "VRFY": 5, "EXPN": 5, "HELP": 10,
+}
+
+
+class ColumnSMTP(SMTP):
+    """aiosmtpd's SMTP with enhanced status codes on size refusals and a connection cap."""
+
+    def __init__(self, handler: "LetterHandler", **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self._letter_handler = handler
+
+    def connection_made(self, transport) -> None:
+        if not self._letter_handler.admit(self):
+            transport.write(b"421 4.7.0 Too many connections, please try again later\r\n")
+            transport.close()
+            log.warning("refused connection: too many open sessions")
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc) -> None:
+        self._letter_handler.release(self)
+        super().connection_lost(exc)
+
+    async def push(self, status: str) -> None:
+        # aiosmtpd words its size refusals without the RFC 3463 code the
+        # sending server needs to tell "too big" (permanent) from a hiccup.
+        if status.startswith("552 Error"):
+            limit = self.data_size_limit
+            status = f"552 5.3.4 Message too big for this column (limit {limit} bytes)"
+            peer = self.session.peer if self.session else None
+            log.info("refused message: too big (limit %s bytes) peer=%s", limit, _peer(peer))
+        await super().push(status)
+
+
+class LetterHandler:
+    """aiosmtpd handler: recipient policy, then archive before answering 250."""
+
+    def __init__(
+        self,
+        config: Config,
+        writer: DatabaseWriter,
+        *,
+        clock: Clock,
+        on_stored: Callable[[Stored], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.clock = clock
+        self.on_stored = on_stored
+        self.kinds = {
+            config.addresses.letters.casefold(): "letter",
+            config.addresses.subscribe.casefold(): "subscribe",
+            config.addresses.unsubscribe.casefold(): "unsubscribe",
+            config.addresses.bounces.casefold(): "bounce",
+        }
+        self.sessions: weakref.WeakSet = weakref.WeakSet()
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- connection bookkeeping -------------------------------------------------
+    def admit(self, protocol: ColumnSMTP) -> bool:
+        """Whether a new session may start (the connection cap)."""
+        if len(self.sessions) >= self.config.smtp.max_connections:
+            return False
+        self.sessions.add(protocol)
+        return True
+
+    def release(self, protocol: ColumnSMTP) -> None:
+        """Forget a closed session."""
+        self.sessions.discard(protocol)
+
+    # -- SMTP hooks ---------------------------------------------------------------
+    async def handle_RCPT(self, server, session: Session, envelope: SmtpEnvelope, address: str, rcpt_options):
+        """Accept only the column's own addresses; never relay."""
+        if address.casefold() not in self.kinds:
+            log.info("refused recipient: not a column address peer=%s", _peer(session.peer))
+            return f"550 5.1.1 <{_printable(address)}>: no such mailbox here; this server only takes mail for the column"
+        if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server, session: Session, envelope: SmtpEnvelope):
+        """Archive the message and commit it, and only then answer 250."""
+        raw = bytes(envelope.original_content or b"")
+        smtp_envelope = Envelope(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            peer=_peer(session.peer),
+        )
+        kind = self.kinds[envelope.rcpt_tos[0].casefold()]
+        self._enter()
+        try:
+            stored: Stored = await self.writer.run(
+                _store_inbound, raw, smtp_envelope, kind, self.clock
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to store means "try later"
+            log.error(
+                "deferred message: could not store it (%s) from=%s size=%d",
+                type(exc).__name__, _printable(smtp_envelope.mail_from), len(raw),
+            )
+            return "451 4.3.0 Could not store your message just now; please try again later"
+        finally:
+            self._leave()
+        parsed = stored.parsed
+        log.info(
+            "%s message: id=%d thread=%d kind=%s from=%s size=%d message-id=%s%s",
+            "duplicate" if stored.duplicate else "accepted",
+            stored.message_id, stored.thread_id, kind, _printable(smtp_envelope.mail_from) or "<>",
+            len(raw), _printable(parsed.message_id if parsed else None) or "-",
+            " (unparseable, kept raw)" if parsed and parsed.error else "",
+        )
+        if self.on_stored is not None and not stored.duplicate:
+            self.on_stored(stored)
+        return f"250 2.0.0 Ok: queued as {stored.message_id}"
+
+    # -- graceful shutdown --------------------------------------------------------
+    def _enter(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no message is being stored; False if ``timeout`` ran out."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def close_idle_sessions(self) -> None:
+        """Hang up on sessions that are not in the middle of storing a message."""
+        for protocol in list(self.sessions):
+            transport = protocol.transport
+            if transport is not None and not transport.is_closing():
+                try:
+                    transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+                except Exception:  # noqa: BLE001 - the peer may be gone already
+                    pass
+                transport.close()
+
+
+def _store_inbound(db, raw, envelope, kind, clock) -> Stored:
+    # Runs on the writer thread, inside its batch transaction.
+    return store_inbound(db, raw, envelope, kind=kind, clock=clock)
+
+
+def _peer(peer) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "")
+
+
+def _printable(text: str | None) -> str:
+    """Keep log lines on one line whatever a client sends."""
+    if not text:
+        return ""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:200]
+
+
+async def start_listener(config: Config, handler: LetterHandler) -> asyncio.AbstractServer:
+    """Bind the SMTP port and start serving sessions with ``handler``."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> ColumnSMTP:
+        return ColumnSMTP(
+            handler,
+            data_size_limit=config.smtp.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=config.smtp.domain,
+            ident="mailer",
+            timeout=config.smtp.idle_timeout,
+            command_call_limit=COMMAND_LIMITS,
+        )
+
+    return await loop.create_server(factory, host=config.smtp.host, port=config.smtp.port)

@@ -1,0 +1,128 @@
+"""The archive's schema, as an ordered list of numbered migrations.
+
+Each migration runs once, in its own transaction, and is recorded in
+``schema_migrations``; an older database is brought forward step by step when
+the program opens it. Never edit a migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int, name: str):
+    """Register ``fn`` as schema migration number ``version``."""
+
+    def register(fn: Migration) -> Migration:
+        assert all(v != version for v, _, _ in MIGRATIONS), f"duplicate migration {version}"
+        MIGRATIONS.append((version, name, fn))
+        MIGRATIONS.sort(key=lambda m: m[0])
+        return fn
+
+    return register
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    """The highest migration number recorded in ``db`` (0 for a new file)."""
+    if "schema_migrations" not in db.table_names():
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return row[0] or 0
+
+
+def migrate(db: sqlite_utils.Database) -> list[int]:
+    """Apply every migration newer than the database; return the versions applied."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    applied = []
+    for version, name, fn in MIGRATIONS:
+        if version <= current_version(db):
+            continue
+        with db.atomic():
+            fn(db)
+            db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                [version, name, dt.datetime.now(dt.timezone.utc).isoformat()],
+            )
+        applied.append(version)
+    return applied
+
+
+@migration(1, "archive: threads, messages, raw bytes, full-text index")
+def _archive(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE threads (
+            id INTEGER PRIMARY KEY,
+            subject TEXT NOT NULL DEFAULT '',
+            subject_key TEXT NOT NULL DEFAULT '',
+            correspondent TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'new'
+                CHECK (status IN ('new', 'answered', 'archived')),
+            urgent INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            last_message_at TEXT NOT NULL,
+            message_count INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX threads_by_subject ON threads (subject_key, correspondent);
+        CREATE INDEX threads_inbox ON threads (urgent DESC, status, last_message_at DESC);
+
+        -- One row per message, in or out. The raw bytes live in raw_messages so
+        -- that listing and searching never page through attachments.
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            thread_id INTEGER NOT NULL REFERENCES threads (id),
+            direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+            kind TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            correspondent TEXT NOT NULL DEFAULT '',
+            mail_from TEXT NOT NULL DEFAULT '',
+            rcpt_to TEXT NOT NULL DEFAULT '[]',
+            peer TEXT NOT NULL DEFAULT '',
+            message_id TEXT,
+            in_reply_to TEXT,
+            references_ids TEXT NOT NULL DEFAULT '[]',
+            from_addr TEXT NOT NULL DEFAULT '',
+            from_name TEXT NOT NULL DEFAULT '',
+            to_addrs TEXT NOT NULL DEFAULT '[]',
+            reply_to TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL DEFAULT '',
+            date TEXT,
+            auto_submitted TEXT,
+            list_id TEXT,
+            precedence TEXT,
+            headers TEXT NOT NULL DEFAULT '[]',
+            body_text TEXT NOT NULL DEFAULT '',
+            attachments TEXT NOT NULL DEFAULT '[]',
+            size INTEGER NOT NULL DEFAULT 0,
+            raw_sha256 TEXT NOT NULL,
+            parse_error TEXT,
+            processed_at TEXT,
+            disposition TEXT,
+            meta TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX messages_by_message_id ON messages (message_id);
+        CREATE INDEX messages_by_thread ON messages (thread_id, created_at);
+        CREATE INDEX messages_by_sha ON messages (raw_sha256);
+        CREATE INDEX messages_by_correspondent ON messages (correspondent, kind, created_at);
+        CREATE INDEX messages_unprocessed ON messages (id) WHERE processed_at IS NULL;
+
+        CREATE TABLE raw_messages (
+            id INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            raw BLOB NOT NULL
+        );
+        """
+    )
+    db["messages"].enable_fts(
+        ["subject", "body_text", "from_name", "from_addr"],
+        tokenize="porter unicode61 remove_diacritics 2",
+        create_triggers=True,
+    )

@@ -1,0 +1,276 @@
+"""Turning raw message bytes into the fields the archive and the policy need.
+
+Everything a reader sends is hostile until proven otherwise: odd charsets,
+broken MIME, 8-bit headers, missing Message-IDs. Parsing therefore never
+raises; each field falls back to something readable, and what went wrong is
+recorded in ``defects`` (and ``error`` when the whole message was unreadable).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from html.parser import HTMLParser
+
+_MAX_HEADER_CHARS = 2000
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass
+class ParsedMessage:
+    """What we understood of one message; every field is safe to store."""
+
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    from_addr: str = ""
+    from_name: str = ""
+    to_addrs: list[str] = field(default_factory=list)
+    reply_to: str = ""
+    subject: str = ""
+    date: str | None = None
+    auto_submitted: str | None = None
+    list_id: str | None = None
+    precedence: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body_text: str = ""
+    attachments: list[dict] = field(default_factory=list)
+    content_type: str = "text/plain"
+    is_delivery_report: bool = False
+    defects: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse ``raw`` with the standard library's modern policy; never raises."""
+    result = ParsedMessage()
+    try:
+        msg = BytesParser(policy=policy.default).parsebytes(raw)
+    except Exception as exc:  # noqa: BLE001 - the parser is meant to be lenient; be sure
+        result.error = f"unparseable: {type(exc).__name__}"
+        return result
+    try:
+        _fill(result, msg)
+    except Exception as exc:  # noqa: BLE001 - a field we did not foresee; keep what we have
+        result.error = f"partly parsed: {type(exc).__name__}: {exc}"[:300]
+    return result
+
+
+def _fill(result: ParsedMessage, msg: EmailMessage) -> None:
+    result.headers = [(name, _header_text(msg, name, value)) for name, value in _raw_items(msg)]
+    result.subject = _clean(_get(msg, "subject", result) or "")
+    result.message_id = _first_msgid(_get(msg, "message-id", result))
+    result.in_reply_to = _first_msgid(_get(msg, "in-reply-to", result))
+    result.references = _MSGID.findall(_get(msg, "references", result) or "")[-50:]
+    result.from_name, result.from_addr = _first_address(msg, "from", result)
+    result.reply_to = _first_address(msg, "reply-to", result)[1]
+    result.to_addrs = _all_addresses(msg, ("to", "cc"), result)
+    result.date = _date(msg, result)
+    result.auto_submitted = _lower(_get(msg, "auto-submitted", result))
+    result.list_id = _get(msg, "list-id", result)
+    result.precedence = _lower(_get(msg, "precedence", result))
+    result.content_type = msg.get_content_type()
+    result.is_delivery_report = _is_delivery_report(msg)
+    result.body_text = _body_text(msg, result)
+    result.attachments = _attachments(msg, result)
+    for defect in getattr(msg, "defects", []):
+        result.defects.append(type(defect).__name__)
+
+
+def _raw_items(msg: EmailMessage):
+    # raw_items() gives the undecoded values, which cannot raise.
+    return list(msg.raw_items())
+
+
+def _header_text(msg: EmailMessage, name: str, raw_value) -> str:
+    try:
+        value = str(msg.policy.header_fetch_parse(name, raw_value))
+    except Exception:  # noqa: BLE001
+        value = str(raw_value)
+    return _clean(value)[:_MAX_HEADER_CHARS]
+
+
+def _get(msg: EmailMessage, name: str, result: ParsedMessage) -> str | None:
+    """A header as decoded text; falls back to the raw value when decoding fails."""
+    try:
+        value = msg.get(name)
+    except Exception as exc:  # noqa: BLE001 - malformed header; keep the raw text
+        result.defects.append(f"{name}: {type(exc).__name__}")
+        for key, raw in msg.raw_items():
+            if key.lower() == name:
+                return _clean(str(raw))
+        return None
+    return None if value is None else _clean(str(value))
+
+
+def _clean(text: str) -> str:
+    """Fold a header value onto one line and drop control characters."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    text = "".join(ch if ch.isprintable() or ch == "\t" else " " for ch in text)
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates from 8-bit bytes
+    return " ".join(text.split())
+
+
+def _lower(value: str | None) -> str | None:
+    return value.strip().lower() if value else value
+
+
+def _first_msgid(value: str | None) -> str | None:
+    if not value:
+        return None
+    found = _MSGID.findall(value)
+    if found:
+        return found[0]
+    value = value.strip()
+    return f"<{value}>" if value and " " not in value else None
+
+
+def _first_address(msg: EmailMessage, name: str, result: ParsedMessage) -> tuple[str, str]:
+    addresses = _addresses(msg, name, result)
+    return addresses[0] if addresses else ("", "")
+
+
+def _all_addresses(msg: EmailMessage, names, result: ParsedMessage) -> list[str]:
+    found = []
+    for name in names:
+        found.extend(addr for _, addr in _addresses(msg, name, result) if addr)
+    return found
+
+
+def _addresses(msg: EmailMessage, name: str, result: ParsedMessage) -> list[tuple[str, str]]:
+    try:
+        header = msg.get(name)
+        if header is None:
+            return []
+        pairs = [(_clean(a.display_name or ""), _clean(a.addr_spec or "")) for a in header.addresses]
+        return [(n, a) for n, a in pairs if a and a != "<>"]
+    except Exception:  # noqa: BLE001 - fall back to the forgiving parser
+        result.defects.append(f"{name}: unparseable address")
+        raw = [str(v) for k, v in msg.raw_items() if k.lower() == name]
+        pairs = email.utils.getaddresses(raw)
+        return [(_clean(n), _clean(a)) for n, a in pairs if "@" in a]
+
+
+def _date(msg: EmailMessage, result: ParsedMessage) -> str | None:
+    try:
+        header = msg.get("date")
+        parsed = header.datetime if header is not None else None
+    except Exception:  # noqa: BLE001
+        result.defects.append("date: unparseable")
+        return None
+    if parsed is None:
+        return None
+    return parsed.isoformat()
+
+
+def _is_delivery_report(msg: EmailMessage) -> bool:
+    if msg.get_content_type() == "multipart/report":
+        report_type = (msg.get_param("report-type") or "").lower()
+        return report_type in ("delivery-status", "disposition-notification", "")
+    return any(
+        part.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
+        for part in msg.walk()
+    )
+
+
+def _body_text(msg: EmailMessage, result: ParsedMessage) -> str:
+    try:
+        part = msg.get_body(preferencelist=("plain", "html"))
+    except Exception:  # noqa: BLE001
+        part = None
+    if part is None:
+        # No body the library recognises (e.g. broken multipart): take the first text part.
+        part = next((p for p in msg.walk() if p.get_content_maintype() == "text"), None)
+        if part is None:
+            return ""
+    text = _decode_part(part, result)
+    if part.get_content_subtype() == "html":
+        text = html_to_text(text)
+    return text.replace("\r\n", "\n").strip()
+
+
+def _decode_part(part: EmailMessage, result: ParsedMessage) -> str:
+    try:
+        content = part.get_content()
+        if isinstance(content, bytes):
+            return content.decode("utf-8", "replace")
+        return str(content).encode("utf-8", "replace").decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - unknown charset or broken transfer encoding
+        result.defects.append(f"body: {type(exc).__name__}")
+    payload = part.get_payload(decode=True) or b""
+    if not isinstance(payload, bytes):
+        payload = str(payload).encode("utf-8", "replace")
+    return payload.decode("utf-8", "replace")
+
+
+def _attachments(msg: EmailMessage, result: ParsedMessage) -> list[dict]:
+    found = []
+    try:
+        parts = list(msg.iter_attachments()) if msg.is_multipart() else []
+        for part in msg.walk():
+            if part in parts or part.get_content_disposition() == "attachment":
+                if part.is_multipart():
+                    continue
+                payload = part.get_payload(decode=True) or b""
+                found.append({
+                    "filename": _clean(part.get_filename() or ""),
+                    "content_type": part.get_content_type(),
+                    "size": len(payload) if isinstance(payload, bytes) else 0,
+                })
+    except Exception as exc:  # noqa: BLE001
+        result.defects.append(f"attachments: {type(exc).__name__}")
+    return found
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the readable text of an HTML body (no scripts, styles or markup)."""
+
+    _BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
+               "blockquote", "pre", "table", "ul", "ol", "hr"}
+    _SKIP = {"script", "style", "head", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCKS:
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in self._SKIP and self._skipping:
+            self._skipping -= 1
+        elif tag in self._BLOCKS:
+            self.chunks.append("\n")
+
+    def handle_data(self, data):
+        if not self._skipping:
+            self.chunks.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text from an HTML body; markup, scripts and styles removed."""
+    extractor = _TextExtractor()
+    try:
+        extractor.feed(html)
+        extractor.close()
+    except Exception:  # noqa: BLE001 - html.parser is lenient; this is belt and braces
+        pass
+    lines = [" ".join(line.split()) for line in "".join(extractor.chunks).splitlines()]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()

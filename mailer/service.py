@@ -1,0 +1,107 @@
+"""``mailer serve``: the listener and its workers on one asyncio loop.
+
+Start order follows the data: the archive writer first (nothing may be
+accepted that cannot be stored), then the background workers, then the SMTP
+port. Stop order is the reverse: stop accepting, let letters in flight be
+committed, stop the workers, close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Protocol
+
+from .clock import Clock, system_clock
+from .config import Config
+from .listener import LetterHandler, start_listener
+from .writer import DatabaseWriter
+
+log = logging.getLogger("mailer.service")
+
+#: How long a stopping service waits for letters that are being stored.
+DRAIN_SECONDS = 30.0
+
+
+class Component(Protocol):
+    """A background part of the service (outbox worker, scheduler, web desk)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Service:
+    """Everything ``mailer serve`` runs, startable and stoppable in-process."""
+
+    def __init__(self, config: Config, *, clock: Clock = system_clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.writer = DatabaseWriter(config.storage.database)
+        self.components: list[Component] = []
+        self.handler: LetterHandler | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        """The (host, port) the listener is bound to (useful when port 0 was asked)."""
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def start(self) -> None:
+        """Open the archive, start the workers, then open the SMTP port."""
+        self.writer.start()
+        self.components = build_components(self)
+        for component in self.components:
+            await component.start()
+        self.handler = LetterHandler(
+            self.config, self.writer, clock=self.clock, on_stored=self._on_stored
+        )
+        self._server = await start_listener(self.config, self.handler)
+        host, port = self.smtp_address
+        log.info("listening for SMTP on %s:%d (database %s)", host, port, self.config.storage.database)
+
+    def _on_stored(self, stored) -> None:
+        for component in self.components:
+            notify = getattr(component, "message_stored", None)
+            if notify is not None:
+                notify(stored)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish letters in flight, stop workers, close the database."""
+        if self._server is not None:
+            self._server.close()
+            assert self.handler is not None
+            if not await self.handler.drain(DRAIN_SECONDS):
+                log.warning("stopping with %d message(s) still being stored", self.handler.in_flight)
+            self.handler.close_idle_sessions()
+            self._server = None
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                log.exception("error while stopping %s", type(component).__name__)
+        await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+        self._stopped.set()
+        log.info("stopped cleanly")
+
+    async def run_until_signalled(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+            log.info("signal received: shutting down")
+        finally:
+            await self.stop()
+
+
+def build_components(service: Service) -> list[Component]:
+    """The background parts of the service, in start order."""
+    components: list[Component] = []
+    return components

@@ -1,0 +1,142 @@
+"""One thread that does every write to the archive, many writes per commit.
+
+SQLite allows one writer at a time, and with ``synchronous=FULL`` every commit
+costs an fsync. Sixteen readers' servers delivering at once would queue on
+that fsync one by one; instead the writer takes whatever work is waiting,
+runs each piece in its own savepoint (so one failure does not spoil the
+others), and commits the lot once. Each caller is answered only after that
+commit returns, which is what lets the listener say 250 honestly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import sqlite_utils
+
+from .db import StorageError, open_database
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class DatabaseWriter:
+    """Serialises write transactions onto one connection, with group commit."""
+
+    def __init__(self, path: Path, *, max_batch: int = 128) -> None:
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite_utils.Database | None = None
+
+    def start(self) -> None:
+        """Open the database (migrating it) and start the writer thread."""
+        self._db = open_database(self.path)
+        self._thread = threading.Thread(target=self._loop, name="mailer-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        """Queue ``fn(db, *args)`` to run in a write transaction; returns its future."""
+        if self._thread is None or not self._thread.is_alive():
+            raise StorageError("the archive writer is not running")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(db, *args)`` in a committed write transaction and return its result."""
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the queued work, then close the database cleanly."""
+        if self._thread is None:
+            return
+        self._jobs.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                break
+            batch = [job]
+            stopping = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
+            if stopping:
+                break
+        self._close()
+
+    def _run_batch(self, batch: list) -> None:
+        outcomes: list[tuple[concurrent.futures.Future, Any, BaseException | None]] = []
+        try:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            for future, fn, args in batch:
+                try:
+                    with db.atomic():  # a savepoint: one bad job cannot spoil the batch
+                        outcomes.append((future, fn(db, *args), None))
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    outcomes.append((future, None, exc))
+            db.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - the commit itself failed: nobody got stored
+            log.error("archive write failed: %s", exc)
+            self._discard_connection()
+            for future, _, _ in batch:
+                _settle(future, None, exc)
+            return
+        for future, result, error in outcomes:
+            _settle(future, result, error)
+
+    def _connection(self) -> sqlite_utils.Database:
+        # After a failure (disk full, file made read-only) the connection is
+        # reopened on the next batch, so the listener recovers by itself.
+        if self._db is None:
+            self._db = open_database(self.path)
+        return self._db
+
+    def _discard_connection(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.conn.rollback()
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+    def _close(self) -> None:
+        if self._db is not None:
+            try:
+                # Fold the WAL back into the main file so a copied .db is complete.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+            self._db = None
+
+
+def _settle(future: concurrent.futures.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
