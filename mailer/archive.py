@@ -97,7 +97,8 @@ def store_inbound(
             db, parsed, raw, sha,
             direction="inbound", kind=kind, created_at=now, correspondent=correspondent,
             mail_from=envelope.mail_from, rcpt_to=list(envelope.rcpt_tos), peer=envelope.peer,
-            thread_id=thread_id, processed_at=None, meta={},
+            thread_id=thread_id, processed_at=None,
+            meta={"delivery_report": True} if parsed.is_delivery_report else {},
         )
         _touch_thread(db, thread_id, now, reopen=(kind == "letter"))
     return Stored(message_id, thread_id, parsed=parsed)

@@ -87,6 +87,7 @@ class ColumnConfig:
     columnist: str = "The Columnist"
     site_url: str = "https://column.example"
     timezone: str = "America/New_York"
+    templates_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,13 @@ class Config:
     base_dir: Path = Path(".")
     #: The file this came from, or None for the embedded defaults.
     source: Path | None = None
+
+    def templates_override(self) -> Path | None:
+        """The columnist's own templates folder (searched before the built-in one), if set."""
+        if not self.column.templates_dir:
+            return None
+        path = Path(self.column.templates_dir)
+        return path if path.is_absolute() else self.base_dir / path
 
     def own_addresses(self) -> frozenset[str]:
         """The column's addresses, casefolded, for loop and relay checks."""

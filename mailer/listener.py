@@ -5,8 +5,9 @@ are the bytes we archive. The rules, in the order a session meets them:
 
 * more than ``smtp.max_connections`` open sessions: 421, try later;
 * MAIL FROM with a declared SIZE over the limit: 552 5.3.4;
-* RCPT TO for anything but the four configured addresses: 550 5.1.1
-  (never a relay, whatever the domain); more than ``smtp.max_recipients``: 452;
+* RCPT TO for anything but the four configured addresses, or with a source
+  route (``<@relay:letters@...>``): 550 5.1.1 (never a relay, whatever the
+  domain); more than ``smtp.max_recipients``: 452;
 * DATA over ``smtp.max_message_bytes``: 552 5.3.4, decided while the data
   streams in (aiosmtpd stops buffering at the limit and drains the rest);
 * DATA within the limit: stored and committed, then 250; if storing fails,
@@ -20,7 +21,7 @@ import logging
 import weakref
 from typing import Callable
 
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session, syntax
 
 from .archive import Envelope, Stored, store_inbound
 from .clock import Clock
@@ -43,6 +44,8 @@ class ColumnSMTP(SMTP):
     def __init__(self, handler: "LetterHandler", **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self._letter_handler = handler
+        #: Whether the RCPT being handled named a source route (<@relay:user@domain>).
+        self.rcpt_source_routed = False
 
     def connection_made(self, transport) -> None:
         if not self._letter_handler.admit(self):
@@ -55,6 +58,15 @@ class ColumnSMTP(SMTP):
     def connection_lost(self, exc) -> None:
         self._letter_handler.release(self)
         super().connection_lost(exc)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg) -> None:
+        # aiosmtpd drops a source route and hands the handler only the final
+        # mailbox, so "<@evil:letters@column.example>" would look like ours.
+        # A route asks us to relay through someone else: note it for handle_RCPT.
+        path = self._strip_command_keyword("TO:", arg or "")
+        self.rcpt_source_routed = bool(path) and path.lstrip().startswith("<@")
+        await super().smtp_RCPT(arg)
 
     async def push(self, status: str) -> None:
         # aiosmtpd words its size refusals without the RFC 3463 code the
@@ -108,6 +120,9 @@ class LetterHandler:
     # -- SMTP hooks ---------------------------------------------------------------
     async def handle_RCPT(self, server, session: Session, envelope: SmtpEnvelope, address: str, rcpt_options):
         """Accept only the column's own addresses; never relay."""
+        if getattr(server, "rcpt_source_routed", False):
+            log.info("refused recipient: source-routed (a relay attempt) peer=%s", _peer(session.peer))
+            return "550 5.1.1 Source routes are not accepted; this server only takes mail for the column"
         if address.casefold() not in self.kinds:
             log.info("refused recipient: not a column address peer=%s", _peer(session.peer))
             return f"550 5.1.1 <{_printable(address)}>: no such mailbox here; this server only takes mail for the column"
@@ -121,7 +136,8 @@ class LetterHandler:
         """Archive the message and commit it, and only then answer 250."""
         raw = bytes(envelope.original_content or b"")
         smtp_envelope = Envelope(
-            mail_from=envelope.mail_from or "",
+            # The null reverse path is kept as "" (aiosmtpd spells it "<>").
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             rcpt_tos=tuple(envelope.rcpt_tos),
             peer=_peer(session.peer),
         )

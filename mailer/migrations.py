@@ -126,3 +126,64 @@ def _archive(db: sqlite_utils.Database) -> None:
         tokenize="porter unicode61 remove_diacritics 2",
         create_triggers=True,
     )
+
+
+@migration(3, "outbox: outgoing messages waiting for delivery")
+def _outbox(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Every outgoing message is archived in messages first; this row says
+        -- where it goes and how delivery stands. delivery_key names the
+        -- Maildir file, so a delivery repeated after a crash overwrites
+        -- nothing and adds nothing.
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            mail_from TEXT NOT NULL DEFAULT '',
+            rcpt_to TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            sent_at TEXT,
+            last_error TEXT,
+            delivery_key TEXT NOT NULL UNIQUE
+        );
+        CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+        CREATE INDEX outbox_by_message ON outbox (message_id);
+        """
+    )
+
+
+@migration(2, "topics: catalog and full-text index")
+def _topics(db: sqlite_utils.Database) -> None:
+    # The columnist's published pieces, which acknowledgements and the digest
+    # link to. Rows are updated in place on re-import (never INSERT OR
+    # REPLACE: that would delete the row without firing the FTS triggers).
+    db.executescript(
+        """
+        CREATE TABLE topics (
+            slug TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            url TEXT NOT NULL,
+            summary TEXT NOT NULL DEFAULT '',
+            keywords TEXT NOT NULL DEFAULT '[]',
+            keywords_text TEXT NOT NULL DEFAULT '',
+            published TEXT NOT NULL,
+            starter INTEGER NOT NULL DEFAULT 0 CHECK (starter IN (0, 1)),
+            body TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            imported_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX topics_by_published ON topics (published DESC);
+        CREATE INDEX topics_starters ON topics (starter) WHERE starter = 1;
+        """
+    )
+    db["topics"].enable_fts(
+        ["title", "keywords_text", "summary"],
+        tokenize="porter unicode61 remove_diacritics 2",
+        create_triggers=True,
+    )

@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 
 _MAX_HEADER_CHARS = 2000
 _MSGID = re.compile(r"<[^<>\s]+>")
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")
 
 
 @dataclass
@@ -117,10 +118,31 @@ def _get(msg: EmailMessage, name: str, result: ParsedMessage) -> str | None:
 
 def _clean(text: str) -> str:
     """Fold a header value onto one line and drop control characters."""
+    text = _decode_8bit(text)
     text = text.replace("\r", " ").replace("\n", " ")
     text = "".join(ch if ch.isprintable() or ch == "\t" else " " for ch in text)
-    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates from 8-bit bytes
+    text = text.encode("utf-8", "replace").decode("utf-8")  # any lone surrogate left
     return " ".join(text.split())
+
+
+def _decode_8bit(text: str) -> str:
+    """Turn raw 8-bit header bytes back into characters.
+
+    The parser keeps bytes it could not decode as surrogate escapes, and
+    address objects (display names, addr-specs) hand them back that way.
+    Left alone they are not printable and would become spaces, so an SMTPUTF8
+    reader's "Zoë <josé@example.org>" would be archived as "Zo <jos @example.org>".
+    UTF-8 first (RFC 6532); an older client's Latin-1 bytes as Windows-1252.
+    """
+
+    def decode(run: re.Match) -> str:
+        data = run.group().encode("utf-8", "surrogateescape")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", "replace")
+
+    return _ESCAPED_BYTES.sub(decode, text)
 
 
 def _lower(value: str | None) -> str | None:
@@ -191,6 +213,11 @@ def _body_text(msg: EmailMessage, result: ParsedMessage) -> str:
     except Exception:  # noqa: BLE001
         part = None
     if part is None:
+        if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
+            # The declared boundary never appears, so the parser kept the whole
+            # body as one string: that string is the only text there is.
+            payload = msg.get_payload(decode=True) or b""
+            return payload.decode("utf-8", "replace").replace("\r\n", "\n").strip()
         # No body the library recognises (e.g. broken multipart): take the first text part.
         part = next((p for p in msg.walk() if p.get_content_maintype() == "text"), None)
         if part is None:

@@ -103,5 +103,22 @@ class Service:
 
 def build_components(service: Service) -> list[Component]:
     """The background parts of the service, in start order."""
-    components: list[Component] = []
+    from .delivery import make_transport
+    from .outbox import OutboxWorker
+    from .pipeline import Pipeline, PipelineContext
+    from .templating import template_environment
+
+    config = service.config
+    templates = template_environment(config.templates_override())
+    outbox = OutboxWorker(
+        config.delivery, service.writer, make_transport(config.delivery), clock=service.clock
+    )
+    pipeline = Pipeline(
+        service.writer,
+        PipelineContext(config=config, templates=templates, clock=service.clock),
+        on_processed=outbox.wake,
+    )
+    service.outbox = outbox
+    service.pipeline = pipeline
+    components: list[Component] = [outbox, pipeline]
     return components

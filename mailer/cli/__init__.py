@@ -59,9 +59,10 @@ def serve(context: Context) -> None:
 
 
 def _register() -> None:
-    from . import threads
+    from . import outbox, threads
 
     main.add_command(threads.threads)
+    main.add_command(outbox.outbox)
 
 
 _register()

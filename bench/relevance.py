@@ -1,0 +1,133 @@
+"""How well do letters find the topics a columnist would link? (a benchmark, not a test)
+
+Imports examples/topics.toml into a temporary database, runs every labelled
+letter of bench/data/relevance_letters.toml through topics.topics_for_letter
+and prints recall@3, hit@3 and MRR, then the letters that did worst.
+
+The letters are split in two, fixed by position: "tune" (two of every three)
+is what the matcher was tuned on; "holdout" (every third, starting with the
+third) was not iterated on, so its figures show how far the tuning carries.
+
+    .venv/bin/python bench/relevance.py [--quick] [--split all|tune|holdout] [--worst N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mailer import topics  # noqa: E402
+from mailer.db import open_database  # noqa: E402
+
+LETTERS = REPO / "bench" / "data" / "relevance_letters.toml"
+CATALOG = REPO / "examples" / "topics.toml"
+K = 3
+
+#: Mail that is not about anything the column covers; written for this bench
+#: (not part of the labelled set). Each should fall back to the starters.
+OFF_TOPIC = [
+    ("Where is my parcel?", "My parcel was not delivered, refund please. Order 55121."),
+    ("Invoice 2291 overdue", "Please find attached invoice 2291 for printing services, "
+     "payable within 30 days. Bank details are on the invoice."),
+    ("Guest post opportunity", "Hi, I run a popular SEO blog and would love to write a guest "
+     "post for your website. We can include a backlink to our partner casino site."),
+    ("Your account", "Your mailbox storage is full. Click here to verify your password "
+     "or your account will be suspended within 24 hours."),
+    ("Parking at the venue", "Is there parking near the conference centre on Saturday, "
+     "and does the ticket include lunch?"),
+]
+
+
+def split_of(index: int) -> str:
+    """Which half a letter belongs to, by its position in the file."""
+    return "holdout" if index % 3 == 2 else "tune"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Print only the summary table.")
+    parser.add_argument("--split", choices=("all", "tune", "holdout"), default="all")
+    parser.add_argument("--worst", type=int, default=8, help="How many worst letters to list.")
+    args = parser.parse_args()
+
+    letters = tomllib.loads(LETTERS.read_text(encoding="utf-8"))["letter"]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_database(Path(tmp) / "bench.db")
+        catalog, problems = topics.load_catalog(CATALOG)
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            return 1
+        clock = lambda: dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)  # noqa: E731
+        topics.import_topics(db, catalog, clock=clock)
+        known = {t.slug for t in catalog}
+
+        results = []
+        started = time.perf_counter()
+        for index, letter in enumerate(letters):
+            missing = set(letter["relevant"]) - known
+            if missing:
+                print(f"letter {letter['id']}: unknown slugs {sorted(missing)}", file=sys.stderr)
+                return 1
+            found, fell_back = topics.topics_for_letter(db, letter["subject"], letter["body"], limit=K)
+            results.append(score_letter(index, letter, found, fell_back))
+        elapsed = time.perf_counter() - started
+        off_topic = [topics.topics_for_letter(db, s, b, limit=K)[1] for s, b in OFF_TOPIC]
+        db.close()
+
+    print(f"mailer relevance bench, {dt.date.today().isoformat()}: "
+          f"{len(catalog)} topics, {len(letters)} letters, k={K}, "
+          f"{1000 * elapsed / len(letters):.2f} ms per letter")
+    print()
+    print(f"{'split':<9} {'letters':>7} {'recall@3':>9} {'hit@3':>7} {'MRR':>6} {'fell back':>10}")
+    for name in ("all", "tune", "holdout"):
+        rows = [r for r in results if name == "all" or r["split"] == name]
+        print(f"{name:<9} {len(rows):>7} {mean(rows, 'recall'):>9.3f} {mean(rows, 'hit'):>7.3f} "
+              f"{mean(rows, 'rr'):>6.3f} {sum(r['fell_back'] for r in rows):>10}")
+    print(f"off-topic mail that fell back to the starters: {sum(off_topic)} of {len(OFF_TOPIC)}")
+
+    if not args.quick and args.worst:
+        chosen = [r for r in results if args.split == "all" or r["split"] == args.split]
+        worst = sorted(chosen, key=lambda r: (r["recall"], r["rr"]))[: args.worst]
+        worst = [r for r in worst if r["recall"] < 1.0]
+        print()
+        print(f"worst letters ({args.split}):" if worst else f"no misses ({args.split})")
+        for r in worst:
+            print(f"  {r['id']} [{r['split']}] recall {r['recall']:.2f}"
+                  + ("  (fell back)" if r["fell_back"] else ""))
+            print(f"    wanted: {', '.join(r['relevant'])}")
+            print(f"    got:    {', '.join(f'{s} ({v:.2f})' for s, v in r['found'])}")
+    return 0
+
+
+def score_letter(index: int, letter: dict, found, fell_back: bool) -> dict:
+    """recall@k, hit@k and reciprocal rank of one letter's top k."""
+    relevant = letter["relevant"]
+    slugs = [m.slug for m in found[:K]]
+    hits = [s for s in slugs if s in relevant]
+    first = next((rank for rank, s in enumerate(slugs, start=1) if s in relevant), None)
+    return {
+        "id": letter["id"],
+        "split": split_of(index),
+        "relevant": relevant,
+        "found": [(m.slug, m.score) for m in found[:K]],
+        "fell_back": fell_back,
+        "recall": len(hits) / min(len(relevant), K),
+        "hit": 1.0 if hits else 0.0,
+        "rr": 1.0 / first if first else 0.0,
+    }
+
+
+def mean(rows: list[dict], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows) if rows else 0.0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

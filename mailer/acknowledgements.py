@@ -1,0 +1,121 @@
+"""Acknowledging a reader's letter: who gets one, and what it says.
+
+For every letter, in this order:
+
+1. Read it for signs of crisis; if there are any, flag the thread urgent
+   (whatever happens next: the columnist must see it first).
+2. Decide whether an automatic answer may be sent at all (``policy``):
+   robots, lists, bounces and our own mail never get one.
+3. Keep to one acknowledgement per reader per ``once_per_days``. A letter in
+   crisis is the exception: its reader gets the crisis resources even if we
+   acknowledged an ordinary letter yesterday (at most one such a day).
+4. Pick the topics that fit the letter, render the templates, and queue the
+   acknowledgement in the letter's thread, in the same transaction.
+
+The decision is returned as the letter's ``disposition`` and kept with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING
+
+import sqlite_utils
+
+from . import crisis, topics
+from .clock import iso
+from .compose import AddressError, Outgoing, build_message, make_address, render, reply_subject
+from .outbox import enqueue
+from .policy import Letter, reason_not_to_answer
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineContext
+
+#: A letter in crisis may bypass the weekly limit, but not more than this often.
+CRISIS_REPEAT = dt.timedelta(days=1)
+
+
+def handle_letter(db: sqlite_utils.Database, row: dict, ctx: "PipelineContext") -> str:
+    """Flag, decide and (maybe) queue the acknowledgement of one archived letter."""
+    config = ctx.config
+    assessment = crisis.assess(row["subject"] or "", row["body_text"] or "")
+    if assessment.urgent:
+        db.execute("UPDATE threads SET urgent = 1 WHERE id = ?", [row["thread_id"]])
+        _add_meta(db, row["id"], {"crisis": list(assessment.signals)})
+
+    if not config.acknowledgements.enabled:
+        return "not answered: acknowledgements are turned off"
+    reason = reason_not_to_answer(
+        Letter.from_row(row), own_addresses=config.own_addresses(), domain=config.smtp.domain
+    )
+    if reason:
+        return f"not answered: {reason}"
+
+    recipient = row["mail_from"]
+    correspondent = recipient.casefold()
+    now = ctx.clock()
+    if assessment.urgent:
+        if _acknowledged_since(db, correspondent, now - CRISIS_REPEAT, crisis_only=True):
+            return "not answered: crisis resources already sent to this reader today"
+    else:
+        days = config.acknowledgements.once_per_days
+        if days and _acknowledged_since(db, correspondent, now - dt.timedelta(days=days)):
+            return f"not answered: already acknowledged this reader within {days} days"
+
+    chosen, fell_back = topics.topics_for_letter(
+        db, row["subject"] or "", row["body_text"] or "", limit=config.acknowledgements.topics_per_letter
+    )
+    reader_name = row["from_name"] if (row["from_addr"] or "").casefold() == correspondent else ""
+    body = render(ctx.templates, "acknowledgement", {
+        "reader_name": reader_name,
+        "subject": row["subject"],
+        "topics": chosen,
+        "fell_back": fell_back,
+        "crisis": assessment.urgent,
+        "crisis_resources": config.crisis.resources.strip(),
+        "column": config.column,
+    })
+    try:
+        outgoing = Outgoing(
+            sender=make_address(config.addresses.letters, config.column.name),
+            recipient=make_address(recipient, reader_name),
+            subject=reply_subject(row["subject"]),
+            body=body,
+            domain=config.smtp.domain,
+            in_reply_to=row["message_id"],
+            references=json.loads(row["references_ids"] or "[]"),
+            extra_headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
+        )
+    except AddressError as exc:
+        return f"not answered: {exc}"
+    message = build_message(outgoing, clock=ctx.clock)
+    # RFC 3834 3.3: a null reverse path, so a failed acknowledgement bounces nowhere.
+    stored, outbox_id = enqueue(
+        db, message, kind="acknowledgement", mail_from="", rcpt_to=[recipient], clock=ctx.clock,
+        thread_id=row["thread_id"],
+        meta={
+            "answers": row["id"],
+            "topics": [t.slug for t in chosen],
+            "fell_back": fell_back,
+            "crisis": list(assessment.signals),
+        },
+    )
+    return f"acknowledged (message {stored.message_id}, outbox {outbox_id})"
+
+
+def _acknowledged_since(db, correspondent: str, since: dt.datetime, *, crisis_only: bool = False) -> bool:
+    sql = (
+        "SELECT meta FROM messages WHERE correspondent = ? AND kind = 'acknowledgement' "
+        "AND direction = 'outbound' AND created_at >= ?"
+    )
+    for (meta,) in db.execute(sql, [correspondent, iso(since)]):
+        if not crisis_only or json.loads(meta or "{}").get("crisis"):
+            return True
+    return False
+
+
+def _add_meta(db, message_id: int, values: dict) -> None:
+    meta = json.loads(db.execute("SELECT meta FROM messages WHERE id = ?", [message_id]).fetchone()[0] or "{}")
+    meta.update(values)
+    db.execute("UPDATE messages SET meta = ? WHERE id = ?", [json.dumps(meta), message_id])

@@ -1,0 +1,118 @@
+"""Building outgoing messages: headers that cannot be injected, bodies from templates.
+
+Code never concatenates mail text: bodies come from Jinja2 templates and
+headers are set through ``email.message.EmailMessage`` with the SMTP policy,
+after every value taken from a reader (name, subject) has been folded onto
+one line and stripped of control characters. A display name full of CR/LF
+therefore stays a display name.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass, field
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import jinja2
+
+from .clock import Clock
+
+#: Our own loop marker: a message carrying it (with our domain) is never answered.
+LOOP_HEADER = "X-Mailer-Loop"
+MAX_HEADER_TEXT = 250
+
+
+class AddressError(ValueError):
+    """An address we cannot put in a header or an envelope."""
+
+
+def header_text(value: str | None, limit: int = MAX_HEADER_TEXT) -> str:
+    """A reader-supplied value made safe for one header: one line, printable, bounded."""
+    if not value:
+        return ""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def make_address(addr_spec: str, display_name: str = "") -> Address:
+    """An Address for a header; raises AddressError if ``addr_spec`` is not usable."""
+    addr_spec = (addr_spec or "").strip()
+    if not addr_spec or any(ch in addr_spec for ch in "\r\n\0<>,; \t") or addr_spec.count("@") != 1:
+        raise AddressError(f"not a usable address: {header_text(addr_spec, 80)!r}")
+    local, _, domain = addr_spec.rpartition("@")
+    if not local or not domain:
+        raise AddressError(f"not a usable address: {header_text(addr_spec, 80)!r}")
+    try:
+        return Address(display_name=header_text(display_name, 80), username=local, domain=domain)
+    except (ValueError, TypeError) as exc:
+        raise AddressError(f"not a usable address: {exc}") from None
+
+
+def reply_subject(subject: str) -> str:
+    """``Re: <subject>`` without stacking prefixes; a blank subject becomes 'your letter'."""
+    subject = header_text(subject) or "your letter"
+    if subject[:3].casefold() == "re:":
+        return subject
+    return f"Re: {subject}"
+
+
+@dataclass
+class Rendered:
+    """A rendered text body and its HTML alternative."""
+
+    text: str
+    html: str | None = None
+
+
+def render(env: jinja2.Environment, name: str, context: dict) -> Rendered:
+    """Render ``name.txt.j2`` and, if it exists, ``name.html.j2`` with ``context``."""
+    text = env.get_template(f"{name}.txt.j2").render(**context)
+    try:
+        html_template = env.get_template(f"{name}.html.j2")
+    except jinja2.TemplateNotFound:
+        return Rendered(text)
+    return Rendered(text, html_template.render(**context))
+
+
+@dataclass
+class Outgoing:
+    """Everything needed to build one outgoing message."""
+
+    sender: Address
+    recipient: Address
+    subject: str
+    body: Rendered
+    domain: str
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+def build_message(outgoing: Outgoing, *, clock: Clock) -> EmailMessage:
+    """An RFC 5322 message with Message-ID, Date, threading headers and our loop marker."""
+    needs_utf8 = not (str(outgoing.recipient.addr_spec).isascii() and str(outgoing.sender.addr_spec).isascii())
+    msg = EmailMessage(policy=policy.SMTPUTF8 if needs_utf8 else policy.SMTP)
+    msg["From"] = outgoing.sender
+    msg["To"] = outgoing.recipient
+    msg["Subject"] = header_text(outgoing.subject)
+    msg["Date"] = email.utils.format_datetime(clock())
+    msg["Message-ID"] = email.utils.make_msgid(domain=outgoing.domain)
+    if outgoing.in_reply_to:
+        msg["In-Reply-To"] = outgoing.in_reply_to
+    refs = [r for r in outgoing.references if r][-20:]
+    if outgoing.in_reply_to and outgoing.in_reply_to not in refs:
+        refs.append(outgoing.in_reply_to)
+    if refs:
+        msg["References"] = " ".join(refs)
+    msg[LOOP_HEADER] = outgoing.domain
+    for name, value in outgoing.extra_headers.items():
+        msg[name] = header_text(value, 2000)
+    msg.set_content(outgoing.body.text)
+    if outgoing.body.html is not None:
+        msg.add_alternative(outgoing.body.html, subtype="html")
+    return msg

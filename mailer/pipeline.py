@@ -1,0 +1,126 @@
+"""What happens to a message after it is safely archived.
+
+The listener only stores and answers 250; everything else (acknowledging a
+letter, confirming a subscription, counting a bounce) happens here, on the
+writer thread, one message per savepoint. A message is marked processed in
+the same transaction as whatever it caused, so after a crash every stored
+message is handled exactly once: on restart the pipeline picks up whatever
+is still unprocessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import jinja2
+import sqlite_utils
+
+from . import acknowledgements
+from .clock import Clock, iso
+from .config import Config
+from .writer import DatabaseWriter
+
+log = logging.getLogger("mailer.pipeline")
+
+#: How often stored-but-unhandled messages are looked for without a new arrival.
+RETRY_SECONDS = 30.0
+
+Handler = Callable[[sqlite_utils.Database, dict, "PipelineContext"], str]
+
+
+@dataclass
+class PipelineContext:
+    """What handlers need besides the database: config, templates and the clock."""
+
+    config: Config
+    templates: jinja2.Environment
+    clock: Clock
+
+
+def default_handlers() -> dict[str, Handler]:
+    """The handler for each kind of inbound message (by the address it came to)."""
+    handlers: dict[str, Handler] = {"letter": acknowledgements.handle_letter}
+    return handlers
+
+
+def process_pending(
+    db: sqlite_utils.Database, handlers: dict[str, Handler], ctx: PipelineContext, limit: int = 50
+) -> int:
+    """Handle up to ``limit`` unprocessed inbound messages; return how many were handled."""
+    pending = list(db.query(
+        "SELECT * FROM messages WHERE processed_at IS NULL AND direction = 'inbound' ORDER BY id LIMIT ?",
+        [limit],
+    ))
+    for row in pending:
+        handler = handlers.get(row["kind"])
+        try:
+            with db.atomic():
+                disposition = handler(db, row, ctx) if handler else f"kept: nothing automatic for {row['kind']}"
+        except Exception as exc:  # noqa: BLE001 - keep the message, record why it was not handled
+            log.exception("message %d: handling failed", row["id"])
+            disposition = f"error: {type(exc).__name__}"
+        db.execute(
+            "UPDATE messages SET processed_at = ?, disposition = ? WHERE id = ?",
+            [iso(ctx.clock()), disposition, row["id"]],
+        )
+        log.info("message %d (%s): %s", row["id"], row["kind"], disposition)
+    return len(pending)
+
+
+class Pipeline:
+    """Service component: runs ``process_pending`` whenever letters arrive (and at start)."""
+
+    def __init__(
+        self,
+        writer: DatabaseWriter,
+        ctx: PipelineContext,
+        *,
+        handlers: dict[str, Handler] | None = None,
+        on_processed: Callable[[], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.ctx = ctx
+        self.handlers = handlers if handlers is not None else default_handlers()
+        self.on_processed = on_processed
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start, handling anything stored but not handled before a restart."""
+        self._kick.set()
+        self._task = asyncio.create_task(self._run(), name="pipeline")
+
+    def message_stored(self, stored) -> None:
+        """Service hook: a message was archived; handle it soon."""
+        self._kick.set()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand and stop."""
+        self._stopping = True
+        self._kick.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                # The timeout is a safety net: after a failed run (say, a full
+                # disk) pending letters are retried even if no new one arrives.
+                await asyncio.wait_for(self._kick.wait(), timeout=RETRY_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+            if self._stopping:
+                return
+            try:
+                while await self.writer.run(process_pending, self.handlers, self.ctx):
+                    if self.on_processed:
+                        self.on_processed()
+                    if self._stopping:
+                        return
+            except Exception:  # noqa: BLE001 - e.g. the disk is full; retried on the next letter
+                log.exception("processing stored messages failed; will retry")

@@ -1,0 +1,727 @@
+"""The column's published topics: importing the catalog and matching letters to it.
+
+A topic is one published piece (slug, title, URL, summary, keywords, date).
+The catalog comes from a TOML file of ``[[topic]]`` tables, from Markdown
+files with a small front matter block, or from the column's RSS/Atom feed;
+importing any of them again updates the same rows in place.
+
+Matching ranks topics against a letter with SQLite FTS5's bm25 over title,
+keywords and summary (see docs/relevance.md for how it was tuned and how
+well it does). When nothing fits, the acknowledgement links the column's
+*starter* topics rather than whatever scored least badly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import math
+import re
+import sqlite3
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import sqlite_utils
+
+from .clock import Clock, iso
+from .parsing import html_to_text
+
+#: File suffixes read as each kind of catalog.
+TOML_SUFFIXES = (".toml",)
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+FEED_SUFFIXES = (".xml", ".rss", ".atom")
+
+#: How long to wait for a feed served over HTTP.
+FEED_TIMEOUT_SECONDS = 30
+FEED_MAX_BYTES = 20 * 1024 * 1024
+
+#: A topic needs a score of at least this to be linked as a match (see
+#: docs/relevance.md: calibrated on the bench letters and on off-topic mail).
+MIN_SCORE = 0.40
+
+#: How much a word in the subject counts for, against 1 for a word in the body.
+SUBJECT_WEIGHT = 2.0
+#: How much a synonym counts for, against the reader's own word.
+SYNONYM_WEIGHT = 0.6
+#: bm25 column weights: title, keywords, summary.
+COLUMN_WEIGHTS = (3.0, 4.0, 1.0)
+#: At most this many distinct words of a letter go into the query (latency).
+MAX_QUERY_TERMS = 48
+#: Only the first this-many characters of a letter are read.
+MAX_LETTER_CHARS = 20_000
+
+_REQUIRED = ("slug", "title", "url", "summary", "keywords", "published")
+_OPTIONAL = ("starter", "body")
+_KNOWN = _REQUIRED + _OPTIONAL
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_TOPIC_COLUMNS = ("slug", "title", "url", "summary", "keywords", "published",
+                  "starter", "source", "imported_at", "updated_at")
+
+
+class TopicImportError(Exception):
+    """A catalog, Markdown folder or feed that cannot be read at all."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One published piece of the column, as a catalog describes it."""
+
+    slug: str
+    title: str
+    url: str
+    summary: str
+    keywords: tuple[str, ...]
+    published: str  # ISO date "YYYY-MM-DD"
+    starter: bool = False
+    body: str = ""
+
+
+@dataclass(frozen=True)
+class TopicMatch:
+    """A topic offered for a letter, with how well it fits (higher is better)."""
+
+    slug: str
+    title: str
+    url: str
+    summary: str
+    score: float
+    starter: bool
+
+
+# --------------------------------------------------------------------------
+# Reading catalogs
+
+
+def is_feed(source: str | Path) -> bool:
+    """Whether ``source`` is read as an RSS/Atom feed (a URL or a .xml/.rss/.atom file)."""
+    text = str(source)
+    if re.match(r"^https?://", text, re.IGNORECASE):
+        return True
+    return Path(text).suffix.lower() in FEED_SUFFIXES
+
+
+def load_catalog(source: str | Path) -> tuple[list[Topic], list[str]]:
+    """Read topics from a TOML catalog, Markdown file or folder, or RSS/Atom feed.
+
+    Returns the good topics and one readable line per bad entry; a bad entry
+    never hides the good ones. Raises TopicImportError when the source as a
+    whole cannot be read (missing file, broken TOML, not a feed).
+    """
+    text = str(source)
+    if re.match(r"^https?://", text, re.IGNORECASE):
+        return _load_feed(text, _fetch(text))
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in MARKDOWN_SUFFIXES)
+        if not files:
+            raise TopicImportError(f"{path}: no Markdown files (*.md) in this folder")
+        topics, problems = [], []
+        for file in files:
+            topic, file_problems = _load_markdown(file)
+            if topic:
+                topics.append(topic)
+            problems.extend(file_problems)
+        return _drop_duplicates(topics, problems, lambda i: str(files[i]))
+    if not path.is_file():
+        raise TopicImportError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in TOML_SUFFIXES:
+        return _load_toml(path)
+    if suffix in MARKDOWN_SUFFIXES:
+        topic, problems = _load_markdown(path)
+        return ([topic] if topic else []), problems
+    if suffix in FEED_SUFFIXES:
+        return _load_feed(str(path), _read_bytes(path))
+    raise TopicImportError(
+        f"{path}: cannot tell what kind of catalog this is; use a .toml catalog, a .md file "
+        "or folder of them, or an RSS/Atom feed (.xml, .rss, .atom or an http(s) URL)"
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TopicImportError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return _read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TopicImportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _load_toml(path: Path) -> tuple[list[Topic], list[str]]:
+    try:
+        data = tomllib.loads(_read_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise TopicImportError(f"{path}: not valid TOML: {exc}") from None
+    entries = data.get("topic")
+    if entries is None:
+        raise TopicImportError(f"{path}: no [[topic]] tables found")
+    if not isinstance(entries, list):
+        raise TopicImportError(f"{path}: 'topic' must be an array of tables, written [[topic]]")
+    topics: list[Topic] = []
+    problems: list[str] = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}: topic {number}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a [[topic]] table")
+            continue
+        if isinstance(entry.get("slug"), str) and entry["slug"].strip():
+            where += f" (slug {entry['slug'].strip()!r})"
+        topic, entry_problems = _topic_from_mapping(entry, where)
+        problems.extend(entry_problems)
+        if topic:
+            topics.append(topic)
+    return _drop_duplicates(topics, problems, lambda i: f"{path}: topic with slug")
+
+
+def _load_markdown(path: Path) -> tuple[Topic | None, list[str]]:
+    """One topic from a Markdown file whose front matter holds the fields."""
+    try:
+        text = _read_text(path)
+    except TopicImportError as exc:
+        return None, [str(exc)]
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None, [f"{path}: no front matter (a block between '---' lines at the top)"]
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    except StopIteration:
+        return None, [f"{path}: the front matter is not closed with a '---' line"]
+    data: dict = {}
+    problems: list[str] = []
+    for number in range(1, end):
+        line = lines[number]
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, colon, value = line.partition(":")
+        key = key.strip()
+        if not colon or not key or " " in key:
+            problems.append(f"{path}: line {number + 1}: expected 'key: value', got {line.strip()!r}")
+            continue
+        if key in data:
+            problems.append(f"{path}: line {number + 1}: key {key!r} given twice")
+            continue
+        data[key] = _front_matter_value(value.strip())
+    if problems:
+        return None, problems
+    if "body" not in data:
+        data["body"] = "\n".join(lines[end + 1:]).strip()
+    where = f"{path}"
+    if isinstance(data.get("slug"), str) and data["slug"]:
+        where += f" (slug {data['slug']!r})"
+    return _topic_from_mapping(data, where)
+
+
+def _front_matter_value(value: str):
+    """A front matter value: [a, b] is a list, true/false a bool, quotes are removed."""
+    if value.startswith("[") and value.endswith("]"):
+        inner = value[1:-1].strip()
+        return [_unquote(item.strip()) for item in inner.split(",")] if inner else []
+    if value in ("true", "false"):
+        return value == "true"
+    return _unquote(value)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def _fetch(url: str) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "mailer-topics/1 (+feed import)"})
+    try:
+        with urllib.request.urlopen(request, timeout=FEED_TIMEOUT_SECONDS) as response:
+            data = response.read(FEED_MAX_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise TopicImportError(f"{url}: the server answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TopicImportError(f"{url}: cannot fetch the feed: {reason}") from None
+    if len(data) > FEED_MAX_BYTES:
+        raise TopicImportError(f"{url}: the feed is larger than {FEED_MAX_BYTES} bytes")
+    return data
+
+
+def _load_feed(source: str, data: bytes) -> tuple[list[Topic], list[str]]:
+    import feedparser  # imported here: only feed imports need it
+
+    parsed = feedparser.parse(data)
+    if not parsed.get("version") and not parsed.entries:
+        reason = parsed.get("bozo_exception")
+        raise TopicImportError(
+            f"{source}: not a readable RSS or Atom feed" + (f" ({reason})" if reason else "")
+        )
+    topics: list[Topic] = []
+    problems: list[str] = []
+    for number, entry in enumerate(parsed.entries, start=1):
+        title = html_to_text(entry.get("title") or "")
+        where = f"{source}: entry {number}" + (f" ({title!r})" if title else "")
+        link = entry.get("link") or ""
+        slug = _slug_from_link(link)
+        summary = entry.get("summary") or ""
+        if not summary and entry.get("content"):
+            summary = entry["content"][0].get("value", "")
+        moment = entry.get("published_parsed") or entry.get("updated_parsed")
+        keywords = []
+        for tag in entry.get("tags") or []:
+            term = " ".join((tag.get("term") or tag.get("label") or "").split())
+            if term and term not in keywords:
+                keywords.append(term)
+        data_ = {
+            "slug": slug, "title": title, "url": link,
+            "summary": html_to_text(summary), "keywords": keywords,
+            "published": dt.date(*moment[:3]).isoformat() if moment else None,
+        }
+        entry_problems = []
+        if not link:
+            entry_problems.append(f"{where}: no <link>, so no URL or slug")
+        elif not slug:
+            entry_problems.append(f"{where}: cannot take a slug from the link {link!r}")
+        if not moment:
+            entry_problems.append(f"{where}: no published or updated date")
+        if entry_problems:
+            problems.extend(entry_problems)
+            continue
+        if slug:
+            where += f" (slug {slug!r})"
+        topic, entry_problems = _topic_from_mapping(data_, where)
+        problems.extend(entry_problems)
+        if topic:
+            topics.append(topic)
+    return _drop_duplicates(topics, problems, lambda i: f"{source}: entry with slug")
+
+
+def _slug_from_link(link: str) -> str:
+    """The last path segment of a link, without .html: /topics/grief.html -> grief."""
+    path = urllib.parse.urlsplit(link).path.rstrip("/")
+    segment = urllib.parse.unquote(path.rsplit("/", 1)[-1]) if path else ""
+    return re.sub(r"\.(html?|php|aspx?)$", "", segment, flags=re.IGNORECASE)
+
+
+def _topic_from_mapping(data: dict, where: str) -> tuple[Topic | None, list[str]]:
+    """Validate one entry; the problems name ``where`` and the key at fault."""
+    problems = []
+    for key in data:
+        if key not in _KNOWN:
+            problems.append(f"{where}: unknown key {key!r} (known: {', '.join(_KNOWN)})")
+    for key in _REQUIRED:
+        if data.get(key) is None:
+            problems.append(f"{where}: missing key {key!r}")
+    values = {}
+    for key in ("slug", "title", "url", "summary"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{where}: key {key!r}: expected non-empty text, got {value!r}")
+            continue
+        values[key] = " ".join(value.split())
+    if "slug" in values and not _SLUG.match(values["slug"]):
+        problems.append(
+            f"{where}: key 'slug': {values['slug']!r} is not a slug "
+            "(letters, digits, '-', '.', '_' and '~'; no spaces or '/')"
+        )
+    if "url" in values and not re.match(r"^https?://[^\s/]+", values["url"], re.IGNORECASE):
+        problems.append(f"{where}: key 'url': expected an http(s) address, got {values['url']!r}")
+    keywords = data.get("keywords")
+    if keywords is not None:
+        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+            problems.append(f"{where}: key 'keywords': expected a list of words, got {keywords!r}")
+        else:
+            cleaned = []
+            for keyword in keywords:
+                keyword = " ".join(keyword.split())
+                if keyword and keyword not in cleaned:
+                    cleaned.append(keyword)
+            values["keywords"] = tuple(cleaned)
+    published = data.get("published")
+    if published is not None:
+        date = _as_date(published)
+        if date is None:
+            problems.append(
+                f"{where}: key 'published': expected a date like 2025-01-06, got {published!r}"
+            )
+        values["published"] = date
+    starter = data.get("starter", False)
+    if not isinstance(starter, bool):
+        problems.append(f"{where}: key 'starter': expected true or false, got {starter!r}")
+    body = data.get("body", "")
+    if not isinstance(body, str):
+        problems.append(f"{where}: key 'body': expected text, got a {type(body).__name__}")
+    if problems:
+        return None, problems
+    return Topic(
+        slug=values["slug"], title=values["title"], url=values["url"],
+        summary=values["summary"], keywords=values["keywords"], published=values["published"],
+        starter=starter, body=body.strip(),
+    ), []
+
+
+def _as_date(value) -> str | None:
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        text = value.strip()
+        if _DATE.match(text[:10]):
+            try:
+                return dt.date.fromisoformat(text[:10]).isoformat()
+            except ValueError:
+                return None
+    return None
+
+
+def _drop_duplicates(topics: list[Topic], problems: list[str], where) -> tuple[list[Topic], list[str]]:
+    """Keep the first topic of each slug; a repeated slug is a problem, not an overwrite."""
+    seen: dict[str, int] = {}
+    kept = []
+    for index, topic in enumerate(topics):
+        if topic.slug in seen:
+            problems.append(
+                f"{where(index)} {topic.slug!r}: the slug is used twice in this catalog "
+                "(the first one was imported)"
+            )
+            continue
+        seen[topic.slug] = index
+        kept.append(topic)
+    return kept, problems
+
+
+# --------------------------------------------------------------------------
+# Storing and listing
+
+
+def import_topics(
+    db: sqlite_utils.Database,
+    topics: list[Topic],
+    *,
+    clock: Clock,
+    source: str = "",
+    partial: bool = False,
+) -> dict:
+    """Add new topics and update changed ones in place, by slug; nothing is duplicated.
+
+    ``partial=True`` is for sources that say nothing about ``starter`` or
+    ``body`` (a feed): the stored values of those two are kept. Topics absent
+    from ``topics`` are left alone. Returns counts: added, updated, unchanged.
+    """
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    now = iso(clock())
+    with db.atomic():
+        for topic in topics:
+            row = _row(topic)
+            existing = db.execute(
+                "SELECT title, url, summary, keywords, published, starter, body, source "
+                "FROM topics WHERE slug = ?", [topic.slug],
+            ).fetchone()
+            if existing is None:
+                db.execute(
+                    "INSERT INTO topics (slug, title, url, summary, keywords, keywords_text, "
+                    "published, starter, body, source, imported_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [topic.slug, row["title"], row["url"], row["summary"], row["keywords"],
+                     row["keywords_text"], row["published"], row["starter"], row["body"],
+                     source, now, now],
+                )
+                counts["added"] += 1
+                continue
+            if partial:
+                row["starter"], row["body"] = existing[5], existing[6]
+            fields = ("title", "url", "summary", "keywords", "published", "starter", "body")
+            if tuple(row[f] for f in fields) == tuple(existing[:7]):
+                counts["unchanged"] += 1
+                if source and existing[7] != source:
+                    db.execute("UPDATE topics SET source = ? WHERE slug = ?", [source, topic.slug])
+                continue
+            # UPDATE, not INSERT OR REPLACE: the row keeps its rowid and the
+            # FTS triggers see the change.
+            db.execute(
+                "UPDATE topics SET title = ?, url = ?, summary = ?, keywords = ?, keywords_text = ?, "
+                "published = ?, starter = ?, body = ?, source = ?, updated_at = ? WHERE slug = ?",
+                [row["title"], row["url"], row["summary"], row["keywords"], row["keywords_text"],
+                 row["published"], row["starter"], row["body"], source or existing[7], now,
+                 topic.slug],
+            )
+            counts["updated"] += 1
+    return counts
+
+
+def _row(topic: Topic) -> dict:
+    return {
+        "title": topic.title,
+        "url": topic.url,
+        "summary": topic.summary,
+        "keywords": json.dumps(list(topic.keywords), ensure_ascii=False),
+        # One keyword per line, so a phrase never runs into the next keyword.
+        "keywords_text": "\n".join(topic.keywords),
+        "published": topic.published,
+        "starter": 1 if topic.starter else 0,
+        "body": topic.body,
+    }
+
+
+def _as_dict(row: dict) -> dict:
+    row = dict(row)
+    row["keywords"] = json.loads(row["keywords"])
+    row["starter"] = bool(row["starter"])
+    return row
+
+
+def list_topics(db: sqlite_utils.Database) -> list[dict]:
+    """Every topic, newest first (without bodies; keywords as a list)."""
+    return [_as_dict(r) for r in db.query(
+        f"SELECT {', '.join(_TOPIC_COLUMNS)} FROM topics ORDER BY published DESC, slug"
+    )]
+
+
+def get_topic(db: sqlite_utils.Database, slug: str) -> dict | None:
+    """One topic by slug, body included, or None."""
+    rows = list(db.query("SELECT * FROM topics WHERE slug = ?", [slug]))
+    if not rows:
+        return None
+    row = _as_dict(rows[0])
+    row.pop("keywords_text", None)
+    return row
+
+
+def topics_published_since(db: sqlite_utils.Database, since: str | None) -> list[dict]:
+    """Topics published after ``since``, newest first, for the weekly digest.
+
+    ``since`` is an ISO date or datetime (None means every topic). Topics carry
+    only a date, so a datetime is reduced to its UTC calendar day and a topic
+    counts when it was published on a *later* day: a piece published on the
+    day of the previous digest belongs to that digest.
+    """
+    if since is None:
+        return list_topics(db)
+    day = _since_day(since)
+    return [_as_dict(r) for r in db.query(
+        f"SELECT {', '.join(_TOPIC_COLUMNS)} FROM topics WHERE published > ? "
+        "ORDER BY published DESC, slug", [day],
+    )]
+
+
+def _since_day(since: str) -> str:
+    text = since.strip()
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text).isoformat()
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"since: expected an ISO date or datetime, got {since!r}") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc)
+    return moment.date().isoformat()
+
+
+# --------------------------------------------------------------------------
+# Matching letters to topics
+
+
+def match_topics(
+    db: sqlite_utils.Database,
+    subject: str,
+    text: str,
+    *,
+    limit: int = 3,
+    min_score: float | None = None,
+) -> list[TopicMatch]:
+    """The topics that fit a letter, best first; only those scoring ``min_score`` or more.
+
+    ``min_score`` defaults to MIN_SCORE; pass 0 to see every topic that
+    shares a word with the letter. May be empty.
+    """
+    threshold = MIN_SCORE if min_score is None else min_score
+    return [m for m in _ranked(db, subject, text, limit) if m.score >= threshold]
+
+
+def topics_for_letter(
+    db: sqlite_utils.Database, subject: str, text: str, *, limit: int = 3
+) -> tuple[list[TopicMatch], bool]:
+    """The topics to link in a letter's acknowledgement, and whether we fell back.
+
+    Good matches come first; when there are fewer than ``limit`` of them the
+    list is filled with the column's starter topics (a starter that scored
+    keeps its score). The flag is True when no topic fitted at all, so the
+    list is starters only (empty if the column marked none).
+    """
+    if limit <= 0:
+        return [], False
+    ranked = _ranked(db, subject, text, max(limit, 10))
+    good = [m for m in ranked if m.score >= MIN_SCORE][:limit]
+    if len(good) == limit:
+        return good, False
+    scores = {m.slug: m.score for m in ranked}
+    chosen = {m.slug for m in good}
+    for row in db.execute(
+        "SELECT slug, title, url, summary FROM topics WHERE starter = 1 "
+        "ORDER BY published, slug"
+    ):
+        if len(good) >= limit:
+            break
+        if row[0] in chosen:
+            continue
+        good.append(TopicMatch(row[0], row[1], row[2], row[3], scores.get(row[0], 0.0), True))
+    fell_back = not any(m.score >= MIN_SCORE for m in good)
+    return good, fell_back
+
+
+def _ranked(db: sqlite_utils.Database, subject: str, text: str, limit: int) -> list[TopicMatch]:
+    weights = letter_terms(subject, text)
+    if not weights:
+        return []
+    query, total = _fts_query(weights)
+    sql = (
+        "SELECT t.slug, t.title, t.url, t.summary, t.starter, "
+        "bm25(topics_fts, ?, ?, ?) AS rank "
+        "FROM topics_fts JOIN topics t ON t.rowid = topics_fts.rowid "
+        "WHERE topics_fts MATCH ? ORDER BY rank LIMIT ?"
+    )
+    try:
+        rows = db.execute(sql, [*COLUMN_WEIGHTS, query, limit]).fetchall()
+    except sqlite3.OperationalError as exc:  # pragma: no cover - every term is quoted
+        raise ValueError(f"cannot match this letter against topics: {exc}") from None
+    return [
+        TopicMatch(slug, title, url, summary, _score(rank, total), bool(starter))
+        for slug, title, url, summary, starter, rank in rows
+    ]
+
+
+def _score(rank: float, total: float) -> float:
+    """bm25 (negative, unbounded) as a positive score, scaled for the query's size."""
+    return round(-rank / math.sqrt(total), 4) if total else 0.0
+
+
+def _fts_query(weights: dict[str, float]) -> tuple[str, float]:
+    """An FTS5 OR-query in which a term repeats as often as it weighs (bm25 sums phrases)."""
+    parts = []
+    total = 0.0
+    for term, weight in weights.items():
+        repeat = max(1, min(4, round(weight)))
+        total += repeat
+        parts.extend([f'"{term}"'] * repeat)
+    return " OR ".join(parts), total
+
+
+def letter_terms(subject: str, text: str) -> dict[str, float]:
+    """The words of a letter worth matching on, with weights (subject above body).
+
+    Stop words, greetings and quoted replies are dropped; the synonyms file
+    adds the column's words for the reader's. At most MAX_QUERY_TERMS.
+    """
+    weights: dict[str, float] = {}
+    for word in _words(subject):
+        weights[word] = weights.get(word, 0.0) + SUBJECT_WEIGHT
+    counts: dict[str, int] = {}
+    for word in _words(_letter_body(text)):
+        counts[word] = counts.get(word, 0) + 1
+    for word, count in counts.items():
+        # Saying a word five times makes it matter more, not five times more.
+        weights[word] = weights.get(word, 0.0) + 1.0 + math.log(count)
+    expanded = dict(weights)
+    synonyms = _synonyms()
+    for word, weight in weights.items():
+        for other in synonyms.get(word) or synonyms.get(_base(word)) or ():
+            expanded[other] = max(expanded.get(other, 0.0), weight * SYNONYM_WEIGHT)
+    ranked = sorted(expanded.items(), key=lambda item: -item[1])[:MAX_QUERY_TERMS]
+    return dict(ranked)
+
+
+def _words(text: str) -> list[str]:
+    words = []
+    for match in _WORD.finditer(text.casefold()):
+        word = match.group()
+        if len(word) < 2 or word in STOP_WORDS or word.isdigit():
+            continue
+        words.append(word)
+    return words
+
+
+_QUOTE_HEADER = re.compile(r"^\s*(on .{0,200} wrote:|-----\s*original message\s*-----)\s*$", re.I)
+_GREETING = re.compile(r"^\s*(dear|hi|hello|hey)\b[^\n]{0,40}$", re.I)
+
+
+def _letter_body(text: str) -> str:
+    """The reader's own words: no quoted reply, no signature block, no greeting."""
+    text = (text or "")[:MAX_LETTER_CHARS]
+    kept = []
+    for line in text.splitlines():
+        if line.rstrip() == "--" or line.startswith("-- ") and not line.strip("- "):
+            break
+        if _QUOTE_HEADER.match(line):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        if not kept and _GREETING.match(line):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _base(word: str) -> str:
+    """A rough base form for looking words up in the synonyms file (not a stemmer)."""
+    for suffix, replacement in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: len(word) - len(suffix)] + replacement
+    return word
+
+
+@functools.lru_cache(maxsize=1)
+def _synonyms() -> dict[str, tuple[str, ...]]:
+    """mailer/data/synonyms.toml as {reader's word: column's words}, both ways forms."""
+    text = resources.files("mailer").joinpath("data/synonyms.toml").read_text(encoding="utf-8")
+    return parse_synonyms(tomllib.loads(text))
+
+
+def parse_synonyms(data: dict) -> dict[str, tuple[str, ...]]:
+    """Turn the synonyms file's tables into a lookup of each listed word and its base form."""
+    table: dict[str, list[str]] = {}
+    for column_word, reader_words in (data.get("synonyms") or {}).items():
+        targets = [w for w in _WORD.findall(column_word.casefold()) if w not in STOP_WORDS]
+        for reader_word in reader_words:
+            for word in _WORD.findall(reader_word.casefold()):
+                if word in STOP_WORDS:
+                    continue
+                for key in {word, _base(word)}:
+                    bucket = table.setdefault(key, [])
+                    bucket.extend(t for t in targets if t not in bucket and t != word)
+    return {key: tuple(value) for key, value in table.items() if value}
+
+
+#: Words too common in letters to say what a letter is about. English function
+#: words, plus the small talk of a letter to a column ("dear", "thanks", "feel").
+STOP_WORDS = frozenset("""
+a about above after again against ago all almost also am an and any are aren as at be
+because been before being below between both but by can cannot could couldn did didn do
+does doesn doing don down during each even ever every few for from further get gets
+getting got had hadn has hasn have haven having he her here hers herself him himself his
+how however if in into is isn it its itself just let ll me might more most much must
+mustn my myself no nor not now of off on once one only or other our ours ourselves out
+over own re same say says said shan she should shouldn so some still such than that the
+their theirs them themselves then there these they this those through to too under
+until up upon us ve very was wasn we were weren what when where which while who whom why
+will with won would wouldn yet you your yours yourself yourselves
+actually also always anyone anything anyway around back bit come comes coming day days
+dear else every everyone everything feel feeling feels felt going gone good hello hi
+honestly know knew like lot lots make makes making many maybe mean means mine month months
+need needs never new next nothing often okay ok one ones part people please pretty put
+quite really regards right said say see seem seems since something sometimes sort sure
+take takes tell thank thanks thing things think thought time times today told try tried
+trying two use used want wanted wants way ways week weeks well went whole will wish
+year years yes yesterday
+""".split())

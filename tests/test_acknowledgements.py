@@ -1,0 +1,354 @@
+"""A reader's letter gets one warm acknowledgement, linking topics, in its thread.
+
+Every test sends real letters over SMTP to a running service and looks at
+what came out: files in a real Maildir, bytes at a real SMTP sink, rows in
+the SQLite file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import json
+import threading
+from email import policy
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from click.testing import CliRunner
+
+from mailer import topics
+from mailer.cli import main
+from mailer.db import open_database
+from mailer.runner import BackgroundService
+
+from conftest import REPO, SmtpSink, free_port, letter, make_config, rows, send, wait_for
+
+THERAPIST_LETTER = (
+    "Dear column,\r\n"
+    "What is a therapist's job? My two therapists just took my money and I feel the same.\r\n"
+    "How do I find a good therapist who actually helps?\r\n"
+)
+
+
+class SteppingClock:
+    """A clock the test moves by hand (production code takes it as an argument)."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self.lock:
+            return self.now
+
+    def advance(self, **delta) -> None:
+        with self.lock:
+            self.now += dt.timedelta(**delta)
+
+
+def import_example_topics(config) -> None:
+    db = open_database(config.storage.database)
+    catalog, problems = topics.load_catalog(REPO / "examples" / "topics.toml")
+    assert not problems
+    topics.import_topics(db, catalog, clock=lambda: dt.datetime.now(dt.timezone.utc))
+    db.close()
+
+
+def maildir_messages(config) -> list[email.message.EmailMessage]:
+    new = Path(config.delivery.maildir) / "new"
+    if not new.exists():
+        return []
+    return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted(new.iterdir())]
+
+
+def processed(config, message_id_header: str):
+    """The archived letter once the pipeline has decided about it."""
+    def check():
+        found = rows(config.storage.database,
+                     "SELECT * FROM messages WHERE message_id = ? AND processed_at IS NOT NULL",
+                     [message_id_header])
+        return found[0] if found else None
+    return wait_for(check, message=f"letter {message_id_header} to be processed")
+
+
+def outbox_rows(config):
+    return rows(config.storage.database, "SELECT * FROM outbox ORDER BY id")
+
+
+@pytest.fixture
+def ack_config(tmp_path):
+    config = make_config(tmp_path)
+    import_example_topics(config)
+    return config
+
+
+# -- the main story ---------------------------------------------------------------
+
+def test_letter_gets_exactly_one_acknowledgement_in_maildir_with_topic_links(ack_config):
+    raw = letter("What is a therapist's job? I want you to answer!", THERAPIST_LETTER,
+                 message_id="<q1@example.org>", extra_headers="References: <older@example.org>")
+    with BackgroundService(ack_config) as running:
+        code, _ = send(running.smtp_port, raw, mail_from="dana@example.org")
+        assert code == 250
+        acks = wait_for(lambda: maildir_messages(ack_config), message="acknowledgement in Maildir")
+        letter_row = processed(ack_config, "<q1@example.org>")
+
+    assert len(acks) == 1
+    ack = acks[0]
+    assert ack["To"].addresses[0].addr_spec == "dana@example.org"
+    assert ack["To"].addresses[0].display_name == "Dana Reader"
+    assert ack["Subject"] == "Re: What is a therapist's job? I want you to answer!"
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack["X-Auto-Response-Suppress"] == "All"
+    assert ack["In-Reply-To"] == "<q1@example.org>"
+    assert ack["References"].split() == ["<older@example.org>", "<q1@example.org>"]
+    assert ack["Message-ID"].endswith("@column.example>")
+    assert ack["Date"] is not None
+    assert ack["Return-Path"] == "<>"  # null reverse path: acknowledgements never bounce back
+    text = ack.get_body(("plain",)).get_content()
+    html = ack.get_body(("html",)).get_content()
+    assert "Dear Dana Reader," in text
+    assert "https://column.example/topics/what-is-a-therapists-job" in text
+    assert "https://column.example/topics/finding-a-good-therapist" in text
+    assert 'href="https://column.example/topics/what-is-a-therapists-job"' in html
+    assert text.rstrip().endswith("Enjoy Your Changes!")
+
+    # The acknowledgement sits beside the letter, in one thread.
+    thread = rows(ack_config.storage.database,
+                  "SELECT kind, direction FROM messages WHERE thread_id = ? ORDER BY id",
+                  [letter_row["thread_id"]])
+    assert [(r["kind"], r["direction"]) for r in thread] == [("letter", "inbound"), ("acknowledgement", "outbound")]
+    assert letter_row["disposition"].startswith("acknowledged")
+
+
+def test_acknowledgement_arrives_once_at_a_real_smtp_relay(tmp_path, smtp_sink):
+    config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": smtp_sink.port})
+    import_example_topics(config)
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter("Help", THERAPIST_LETTER), mail_from="dana@example.org")
+        wait_for(lambda: smtp_sink.messages, message="acknowledgement at the sink")
+        wait_for(lambda: outbox_rows(config)[0]["status"] == "sent", message="outbox row marked sent")
+    assert len(smtp_sink.messages) == 1
+    got = smtp_sink.messages[0]
+    assert got["mail_from"] == "<>"  # aiosmtpd's spelling of the null reverse path
+    assert got["rcpt_tos"] == ["dana@example.org"]
+    parsed = email.message_from_bytes(got["data"], policy=policy.default)
+    assert parsed["Auto-Submitted"] == "auto-replied"
+    # The bytes on the wire are the bytes in the archive.
+    archived = rows(config.storage.database,
+                    "SELECT r.raw FROM raw_messages r JOIN messages m ON m.id = r.id WHERE m.kind = 'acknowledgement'")
+    assert bytes(archived[0]["raw"]) == got["data"]
+
+
+# -- never answer: one named case per rule ------------------------------------------
+
+NEVER_ANSWER = {
+    "auto_submitted_auto_replied": dict(extra="Auto-Submitted: auto-replied", reason="Auto-Submitted"),
+    "auto_submitted_auto_generated": dict(extra="Auto-Submitted: auto-generated", reason="Auto-Submitted"),
+    "precedence_bulk": dict(extra="Precedence: bulk", reason="Precedence: bulk"),
+    "precedence_junk": dict(extra="Precedence: junk", reason="Precedence: junk"),
+    "precedence_list": dict(extra="Precedence: list", reason="Precedence: list"),
+    "list_id_header": dict(extra="List-Id: <readers.lists.example.org>", reason="List-Id"),
+    "list_unsubscribe_header": dict(extra="List-Unsubscribe: <mailto:u@lists.example.org>", reason="List-Unsubscribe"),
+    "feedback_id_header": dict(extra="Feedback-ID: 1:campaign:esp", reason="Feedback-Id"),
+    "null_reverse_path": dict(mail_from="", reason="null reverse path"),
+    "mailer_daemon": dict(mail_from="MAILER-DAEMON@mx.example.org", sender="MAILER-DAEMON@mx.example.org", reason="automated sender"),
+    "postmaster": dict(mail_from="postmaster@example.org", sender="postmaster@example.org", reason="automated sender"),
+    "noreply_sender": dict(mail_from="no-reply@shop.example.com", sender="Shop <no-reply@shop.example.com>", reason="automated sender"),
+    "our_own_address": dict(mail_from="letters@column.example", sender="letters@column.example", reason="own domain"),
+    "our_loop_marker": dict(extra="X-Mailer-Loop: column.example", reason="loop marker"),
+    "x_auto_response_suppress": dict(extra="X-Auto-Response-Suppress: All", reason="X-Auto-Response-Suppress"),
+}
+
+
+@pytest.mark.parametrize("case", list(NEVER_ANSWER), ids=list(NEVER_ANSWER))
+def test_never_answer_rule(case, ack_config, service_for):
+    spec = NEVER_ANSWER[case]
+    message_id = f"<{case}@example.org>"
+    raw = letter("A question", THERAPIST_LETTER, sender=spec.get("sender", "Dana <dana@example.org>"),
+                 message_id=message_id, extra_headers=spec.get("extra", ""))
+    running = service_for(ack_config)
+    code, _ = send(running.smtp_port, raw, mail_from=spec.get("mail_from", "dana@example.org"))
+    assert code == 250, "the letter is archived all the same"
+    row = processed(ack_config, message_id)
+    assert row["disposition"].startswith("not answered"), row["disposition"]
+    assert spec["reason"].lower() in row["disposition"].lower()
+    assert outbox_rows(ack_config) == []
+
+
+def test_delivery_status_report_is_never_answered(ack_config, service_for):
+    dsn = (
+        "From: Mail Delivery System <mailer@mx.example.org>\r\nTo: letters@column.example\r\n"
+        "Subject: Undelivered Mail\r\nMessage-ID: <dsn1@mx.example.org>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        "Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+    ).encode()
+    running = service_for(ack_config)
+    send(running.smtp_port, dsn, mail_from="someone@mx.example.org")
+    row = processed(ack_config, "<dsn1@mx.example.org>")
+    assert "delivery status report" in row["disposition"]
+    assert outbox_rows(ack_config) == []
+
+
+# -- no reply storms ------------------------------------------------------------------
+
+def test_reader_writing_three_times_in_a_week_is_acknowledged_once(ack_config):
+    clock = SteppingClock(dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc))
+    with BackgroundService(ack_config, clock=clock) as running:
+        for n in range(3):
+            send(running.smtp_port, letter(f"Letter {n}", THERAPIST_LETTER, message_id=f"<w{n}@example.org>"),
+                 mail_from="dana@example.org")
+            processed(ack_config, f"<w{n}@example.org>")
+            clock.advance(days=2)
+        # Day 6 has passed; on day 8 after the first acknowledgement a new letter is answered again.
+        clock.advance(days=2)
+        send(running.smtp_port, letter("Letter 3", THERAPIST_LETTER, message_id="<w3@example.org>"),
+             mail_from="dana@example.org")
+        processed(ack_config, "<w3@example.org>")
+        wait_for(lambda: len(maildir_messages(ack_config)) == 2, message="second acknowledgement")
+    dispositions = [r["disposition"] for r in rows(
+        ack_config.storage.database, "SELECT disposition FROM messages WHERE kind = 'letter' ORDER BY id")]
+    assert dispositions[0].startswith("acknowledged")
+    assert "within 7 days" in dispositions[1] and "within 7 days" in dispositions[2]
+    assert dispositions[3].startswith("acknowledged")
+    assert len(rows(ack_config.storage.database, "SELECT id FROM messages WHERE kind = 'letter'")) == 4
+
+
+# -- readers in crisis ----------------------------------------------------------------
+
+def test_letter_in_crisis_is_flagged_urgent_and_answered_with_resources_first(ack_config, service_for):
+    running = service_for(ack_config)
+    # An ordinary letter first: the weekly limit must not keep crisis resources from this reader.
+    send(running.smtp_port, letter("Question", THERAPIST_LETTER, message_id="<c0@example.org>"),
+         mail_from="sam@example.org")
+    processed(ack_config, "<c0@example.org>")
+    body = "I can't do this anymore. I have been thinking about how to kill myself.\r\n"
+    send(running.smtp_port, letter("tonight", body, message_id="<c1@example.org>"), mail_from="sam@example.org")
+    row = processed(ack_config, "<c1@example.org>")
+    assert row["disposition"].startswith("acknowledged")
+    thread = rows(ack_config.storage.database, "SELECT urgent FROM threads WHERE id = ?", [row["thread_id"]])[0]
+    assert thread["urgent"] == 1
+    acks = wait_for(lambda: len(maildir_messages(ack_config)) == 2 and maildir_messages(ack_config))
+    crisis_ack = next(m for m in acks if m["In-Reply-To"] == "<c1@example.org>")
+    text = crisis_ack.get_body(("plain",)).get_content().lstrip()
+    assert text.startswith("If you are in danger"), text[:200]
+    assert "988" in text.split("Dear")[0], "crisis resources come before the letter"
+
+
+def test_idiom_is_not_a_crisis(ack_config, service_for):
+    running = service_for(ack_config)
+    send(running.smtp_port, letter("deadline", "This deadline is killing me and I'm dying to know how to cope.\r\n",
+                                   message_id="<i1@example.org>"), mail_from="kim@example.org")
+    row = processed(ack_config, "<i1@example.org>")
+    thread = rows(ack_config.storage.database, "SELECT urgent FROM threads WHERE id = ?", [row["thread_id"]])[0]
+    assert thread["urgent"] == 0
+
+
+# -- header injection -------------------------------------------------------------------
+
+def test_crlf_in_name_and_subject_stays_inside_its_header(ack_config, service_for):
+    running = service_for(ack_config)
+    raw = letter("=?utf-8?q?Hi=0D=0ABcc:_victim@evil.example?=",
+                 THERAPIST_LETTER, sender="=?utf-8?q?Eve=0D=0ABcc:_victim@evil.example?= <eve@example.org>",
+                 message_id="<inj@example.org>")
+    send(running.smtp_port, raw, mail_from="eve@example.org")
+    acks = wait_for(lambda: maildir_messages(ack_config), message="acknowledgement")
+    ack = acks[0]
+    assert ack.get_all("Bcc") is None
+    assert len(ack.get_all("To")) == 1 and len(ack.get_all("Subject")) == 1
+    assert ack["To"].addresses[0].addr_spec == "eve@example.org"
+    raw_head = (Path(ack_config.delivery.maildir) / "new").iterdir().__next__().read_bytes().split(b"\r\n\r\n")[0]
+    assert b"\r\nBcc:" not in raw_head
+
+
+# -- delivery trouble -------------------------------------------------------------------
+
+def test_relay_down_then_up_delivers_the_acknowledgement_once(tmp_path):
+    relay_port = free_port()
+    config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": relay_port, "timeout": 2.0})
+    import_example_topics(config)
+    sink = SmtpSink()
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter("Help", THERAPIST_LETTER), mail_from="dana@example.org")
+        row = wait_for(lambda: [r for r in outbox_rows(config) if r["attempts"] >= 1],
+                       message="a failed delivery attempt")[0]
+        assert row["status"] == "pending" and row["last_error"]
+        controller = Controller(sink, hostname="127.0.0.1", port=relay_port, decode_data=False)
+        controller.start()
+        try:
+            wait_for(lambda: outbox_rows(config)[0]["status"] == "sent", timeout=20, message="delivery after relay came back")
+        finally:
+            controller.stop()
+    assert len(sink.messages) == 1
+
+
+def test_restart_with_pending_outbox_delivers_exactly_once(tmp_path):
+    relay_port = free_port()
+    config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": relay_port, "timeout": 2.0})
+    import_example_topics(config)
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter("Help", THERAPIST_LETTER), mail_from="dana@example.org")
+        wait_for(lambda: outbox_rows(config) and outbox_rows(config)[0]["attempts"] >= 1, message="an attempt")
+    assert outbox_rows(config)[0]["status"] == "pending"
+
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=relay_port, decode_data=False)
+    controller.start()
+    try:
+        for _ in range(2):  # two restarts: the second must not send it again
+            with BackgroundService(config):
+                wait_for(lambda: outbox_rows(config)[0]["status"] == "sent", timeout=20, message="delivery")
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 1
+
+
+def test_permanent_refusal_is_marked_failed_and_can_be_retried(tmp_path, smtp_sink):
+    smtp_sink.refuse_with = "550 5.1.1 <dana@example.org>: no such user"
+    config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": smtp_sink.port})
+    import_example_topics(config)
+    config_file = tmp_path / "mailer.toml"
+    config_file.write_text(f'[storage]\ndatabase = "{config.storage.database}"\n')
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter("Help", THERAPIST_LETTER), mail_from="dana@example.org")
+        row = wait_for(lambda: [r for r in outbox_rows(config) if r["status"] == "failed"], message="failure")[0]
+        assert "550 5.1.1" in row["last_error"]
+
+        listed = CliRunner().invoke(main, ["--config", str(config_file), "outbox", "list", "--json"])
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.output)[0]["status"] == "failed"
+
+        smtp_sink.refuse_with = None
+        result = CliRunner().invoke(main, ["--config", str(config_file), "outbox", "retry", str(row["id"])])
+        assert result.exit_code == 0, result.output
+        running.service.outbox.wake()
+        wait_for(lambda: outbox_rows(config)[0]["status"] == "sent", message="delivery after retry")
+    assert len(smtp_sink.messages) == 1
+
+
+def test_outbox_retry_of_unknown_id_is_a_clear_error(tmp_path):
+    config_file = tmp_path / "mailer.toml"
+    config_file.write_text(f'[storage]\ndatabase = "{tmp_path / "m.db"}"\n')
+    result = CliRunner().invoke(main, ["--config", str(config_file), "outbox", "retry", "99"])
+    assert result.exit_code != 0
+    assert "no outbox message with id 99" in result.output
+
+
+@pytest.fixture
+def service_for():
+    """Start a service for a given config; stopped at the end of the test."""
+    started = []
+
+    def start(config):
+        running = BackgroundService(config)
+        running.start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
