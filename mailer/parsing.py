@@ -132,15 +132,16 @@ def _decode_8bit(text: str) -> str:
     address objects (display names, addr-specs) hand them back that way.
     Left alone they are not printable and would become spaces, so an SMTPUTF8
     reader's "Zoë <josé@example.org>" would be archived as "Zo <jos @example.org>".
-    UTF-8 first (RFC 6532); an older client's Latin-1 bytes as Windows-1252.
+    UTF-8 first (RFC 6532); a run with no valid UTF-8 in it at all is an
+    older client's Latin-1 and is read as Windows-1252.
     """
 
     def decode(run: re.Match) -> str:
         data = run.group().encode("utf-8", "surrogateescape")
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
+        text = data.decode("utf-8", "replace")
+        if all(ch == "\ufffd" for ch in text):
             return data.decode("cp1252", "replace")
+        return text
 
     return _ESCAPED_BYTES.sub(decode, text)
 

@@ -41,6 +41,9 @@ class Service:
         self.writer = DatabaseWriter(config.storage.database)
         self.components: list[Component] = []
         self.handler: LetterHandler | None = None
+        self.outbox = None  # set by build_components
+        self.pipeline = None
+        self.web = None
         self._server: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
@@ -121,4 +124,13 @@ def build_components(service: Service) -> list[Component]:
     service.outbox = outbox
     service.pipeline = pipeline
     components: list[Component] = [outbox, pipeline]
+    if config.web.enabled:
+        from .web import create_app
+        from .web.server import WebServer
+
+        service.web = WebServer(
+            create_app(config, writer=service.writer, clock=service.clock),
+            config.web.host, config.web.port,
+        )
+        components.append(service.web)
     return components

@@ -1,0 +1,32 @@
+"""The web side of ``mailer serve``: public subscription pages and the columnist's desk.
+
+One Starlette application, served by uvicorn on the listener's event loop.
+Routes come from two modules with different rules: ``public`` (reachable by
+anyone: confirm and unsubscribe links) and ``desk`` (every page behind the
+columnist's login). Writes go through the service's single archive writer;
+reads open their own connection, which WAL makes safe beside the listener.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from ..clock import Clock
+from ..config import Config
+from ..templating import template_environment
+from ..writer import DatabaseWriter
+
+
+def create_app(config: Config, *, writer: DatabaseWriter, clock: Clock, environ=None) -> Starlette:
+    """Build the web application: public routes, then the desk behind its login."""
+    from . import desk, public
+
+    app = Starlette(
+        routes=public.routes() + desk.routes(),
+        middleware=desk.middleware(config, environ=environ),
+    )
+    app.state.config = config
+    app.state.writer = writer
+    app.state.clock = clock
+    app.state.templates = template_environment(config.templates_override())
+    return app

@@ -1,0 +1,51 @@
+"""Serving the web app with uvicorn on the service's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+
+log = logging.getLogger("mailer.web")
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: ``mailer serve`` owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class WebServer:
+    """Service component: the web desk and public pages on ``[web] host:port``."""
+
+    def __init__(self, app, host: str, port: int) -> None:
+        self.server = _QuietServer(uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off",
+            access_log=False, server_header=False,
+        ))
+        self._task: asyncio.Task | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when 0 was asked)."""
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        """Start serving; raise if the port cannot be bound."""
+        self._task = asyncio.create_task(self.server.serve(), name="web")
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises the bind error
+                raise OSError("the web server stopped during startup")
+            await asyncio.sleep(0.01)  # uvicorn offers no startup event to await
+        log.info("web desk on http://%s:%d", self.server.config.host, self.port)
+
+    async def stop(self) -> None:
+        """Finish open requests and stop."""
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
