@@ -37,6 +37,14 @@ class SearchSyntaxError(ValueError):
     """A full-text query the index could not understand; the message says why."""
 
 
+#: How SQLite's FTS5 words a query it cannot parse. An unbalanced double quote
+#: ("unterminated string") or a lone "*" is an easy thing for a columnist to type.
+_FTS_QUERY_ERRORS = (
+    "fts5", "syntax error", "no such column", "unterminated string",
+    "unknown special query", "expected integer",
+)
+
+
 @dataclass(frozen=True)
 class Envelope:
     """What the SMTP conversation told us, beside the message itself."""
@@ -298,7 +306,7 @@ def search(db: sqlite_utils.Database, query: str, *, limit: int = 50) -> list[di
         return list(db.query(sql, [query, limit]))
     except sqlite3.OperationalError as exc:
         text = str(exc)
-        if "fts5" in text or "syntax" in text or "no such column" in text:
+        if any(marker in text for marker in _FTS_QUERY_ERRORS):
             raise SearchSyntaxError(
                 f"cannot search for {query!r}: {text}. Put words or phrases in double quotes "
                 f"to search for them literally, e.g. \"{query.replace(chr(34), '')}\""

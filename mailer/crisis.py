@@ -115,6 +115,8 @@ GUARDS: tuple[tuple[str, str], ...] = (
     # "want to die" / "ready to die"
     ("die-of-x", r"\bdie (?:of|from) (?:embarrassment|shame|laughter|laughing|boredom|envy|"
                  r"jealousy|cuteness|curiosity|happiness|heat|hunger|thirst)\b"),
+    ("dead-certain", r"\bdead (?:certain|sure|set|serious|tired|right|wrong|on time|last|ahead|easy|simple|quiet|boring|funny|gorgeous)\b"),
+    ("embarrassed-die", r"\b(?:embarrass\w*|mortified|humiliated|cringing|cringed)\b[^.!?|]{0,20}?\bwant(?:ed)? to die\b"),
     ("die-laughing", r"\bdie (?:laughing|happy|on (?:this|that) hill)\b"),
     # "kill myself"
     ("kill-myself-working", r"\bkill(?:ing)? ?my ?self (?:laughing|trying|working|at (?:work|the gym)|"
@@ -180,7 +182,8 @@ SUICIDE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("point-of-living", r"\bwhat'?s the point (?:of|in) (?:living|life|going on|being alive|being here|carrying on|anything any ?more)\b"),
     ("not-worth-living", r"\b(?:life|living)(?: is| isn'?t| is not| is no longer|'s)? (?:not |no longer )?worth (?:living|it any ?more)\b"
                          r"|\bnot worth living\b"),
-    ("tired-of-living", r"\b(?:tired|sick) of (?:living|being alive|life)\b"),
+    ("tired-of-living", r"\b(?:tired|sick) of (?:living|being alive|life)\b"
+                        r"(?! (?:in|with|at|on|like|off|under|here|there|alone|together|admin|paycheck|out of|from)\b)"),
     ("no-way-out", r"\b(?:see|there'?s|there is) no way out\b"),
     ("better-off-without-me", r"\bbetter off (?:without me|dead|with me gone|when i'?m gone|if i (?:was|were|wasn'?t|weren'?t|just|died|disappeared))\b"
                               r"|\b(?:happier|better) (?:without me|with me gone|if i (?:was|were|wasn'?t|weren'?t|just|died|disappeared))\b"),
@@ -198,6 +201,7 @@ SUICIDE_PATTERNS: tuple[tuple[str, str], ...] = (
     # Passive ideation: sleep, accidents, disappearing.
     ("not-wake-up", r"\b(?:go to sleep|fall asleep|sleep|sleeping|close my eyes) and (?:never|not|don'?t|wouldn'?t) (?:wake up|open them)\b"
                     r"|\b(?:hope|hoping|pray|praying|wish) (?:that )?i (?:don'?t|won'?t|wouldn'?t|never|do not|will not) wake up\b"
+                    r"(?! (?:to|early|late|before|at|in|with|next|and find)\b)"
                     r"|\b(?:not|never) (?:to )?wake up again\b|\bsleep forever\b"),
     ("wouldnt-mind-dying", r"\b(?:wouldn'?t|would not|won'?t|will not) (?:mind|care) (?:dying|being dead|not waking up|"
                            r"if i (?:died|was dead|were dead|didn'?t wake up|never woke up))\b"),
@@ -272,7 +276,8 @@ SUICIDE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("goodbye-note", r"\b(?:goodbye|farewell|su[iu]?c[iu]?de) (?:notes?|letters?|messages?|videos?|texts?)\b"),
     ("saying-goodbye", r"\bsa(?:y|ying|id) (?:my )?goodbyes? to (?:everyone|everybody)\b(?! at\b)"),
     ("giving-away", r"\bg(?:ive|iving|iven|ave) away (?:all )?my (?:things|stuff|belongings|possessions|pets?|cats?|dogs?)\b"
-                    r"|\bg(?:ive|iving|iven|ave) (?:all )?my (?:things|stuff|belongings|possessions|pets?|cats?|dogs?) (?:away|to)\b"),
+                    r"|\bg(?:ive|iving|iven|ave) (?:all )?my (?:things|stuff|belongings|possessions|pets?|cats?|dogs?) (?:away|to)\b"
+                    r"(?![^.!?|]{0,40}?\b(?:while|until|for the (?:weekend|week|holidays?)|on holiday|when we)\b)"),
     ("affairs-in-order", r"\b(?:put|putting|getting|get) my affairs in order\b"),
     # Someone else's suicide threat or plan (future or present, not past:
     # "killed himself" in a grief letter is handled by join-the-dead).
@@ -316,11 +321,13 @@ DANGER_PATTERNS: tuple[tuple[str, str], ...] = (
     ("pushed-down", r"\b(?:push|pushed|pushes|pushing|shoved|threw|throws|thrown|dragged|drags) (?:me|her|us|him) "
                     r"(?:down|into|against|over|off|onto|across|out of|to the (?:floor|ground))\b"),
     ("grabbed-throat", r"\b(?:grabbed|grabs|held|holds|pinned|pins) (?:me|her|us) (?:by the (?:throat|neck|hair|arms?)|down|against)\b"),
-    ("threat", r"\b(?:threat(?:en(?:s|ed|ing)?)?|threats?) (?:to )?(?:kill|hurt|harm|shoot|stab|beat|strangle|burn|break)\b"
+    ("threat", r"\b(?:threat(?:en(?:s|ed|ing)?)?|threats?) (?:to )?(?:kill|hurt|harm|shoot|stab|beat|strangle|burn (?:me|us|her|him|down|the house)|"
+               r"break (?:my|her|his|your) (?:arms?|legs?|neck|jaw|nose|face|bones?|fingers?|ribs?))\b"
                r"|\bdeath threats?\b"),
     ("said-he-would", r"\b(?:said|says|told me|tells me|swore|swears|warned(?: me)?|texted|texts|screamed|shouted)(?: [\w']+){0,3}?"
                       r" (?:that )?(?:he|she|they|" + _PERSON + r")" + _MODAL + r"?(?: \w+)? "
-                      r"(?:kill|hurt|harm|shoot|stab|beat|strangle|break (?:my|your|her|his)) " + r"(?:me|us|the kids|my|our|you|her|him|them)\b"),
+                      r"(?:kill|hurt|harm|shoot|stab|beat|strangle|break (?:my|your|her|his)) " + r"(?:me|us|the kids|my|our|you|her|him|them)\b"
+                      r"(?! ?(?:feelings|pride|ego|career|chances|reputation|heart)\b)"),
     ("will-kill-me", r"\b" + _PERSON + r"\b" + _MODAL + r"(?: \w+)? (?:kill|stab|shoot|strangle|hurt|beat|burn) " + _VICTIM + r"\b"),
     ("if-i-call-police", r"\bif i (?:ever )?(?:call|phone|ring|tell|go to|report (?:it|him|her) to) (?:the )?(?:police|cops|anyone),? "
                          r"(?:he|she|they)(?:'ll|'d| will| would| is going to| is gonna)\b"),
@@ -361,14 +368,14 @@ DANGER_PATTERNS: tuple[tuple[str, str], ...] = (
                  r"|\bknows where i live\b"),
     ("coercive-control", r"\block(?:s|ed)? (?:me|us|her|the kids) (?:in|out)\b"
                          r"|\bwon'?t let me (?:leave|go out|see my (?:friends|family)|have (?:my own )?money|use the phone)\b"
-                         r"|\b(?:takes?|took|taken) (?:away )?my (?:phone|car keys|keys|passport|money|bank card)\b"),
+                         r"|\b" + _PERSON + r"\b(?:'s|'d)?(?: \w+){0,2}? (?:takes?|took|has taken|keeps?) (?:away )?my (?:phone|passport|money|bank card|bank cards|wages)\b"),
     ("weapon", r"\b(?:pulled|held|holds|pointed|points|waved|put) (?:a|his|her) (?:knife|gun|blade) (?:at|on|to|against) (?:me|my|us|her|him)\b"
                r"|\b(?:knife|gun) to my (?:throat|head)\b"),
     ("neck", r"\b(?:hands?|arms?|fingers|belt|rope|cord) (?:around|round|on|at|to) (?:my|her|his) (?:neck|throat)\b"),
     ("adult-touches-me", r"\b(?:step-?(?:dad|father|mum|mom|mother)|uncle|aunt|cousin|grand(?:father|dad|pa)|"
                          r"(?:mum|mom|mother)'s (?:boyfriend|partner|husband)|(?:dad|father)'s (?:girlfriend|partner|wife)|"
                          r"teacher|coach|priest|babysitter|tutor|landlord) touch(?:es|ed|ing) me\b"
-                         r"|\b(?:nobody|no one|no-one) (?:will|would|'ll|'d) (?:ever )?believe (?:me|you)\b"),
+                         r"|\b(?:says?|said|told me|tells me|threaten\w*)(?: that)? (?:nobody|no one|no-one) (?:will|would|'ll|'d) (?:ever )?believe (?:me|you)\b"),
     ("protection-order", r"\b(?:restraining|protection|protective|non-molestation|no-contact) order\b"),
     ("kids-threat", r"\b(?:take|taking) the kids and (?:i'?ll|i will|you'?ll|you will) never (?:see|find)\b"
                     r"|\bnever (?:see|find) (?:the|my|our) (?:kids|children|son|daughter|baby) again\b"),
@@ -376,7 +383,7 @@ DANGER_PATTERNS: tuple[tuple[str, str], ...] = (
     ("burn-with-me-in-it", r"\b(?:burn|set fire to|torch) (?:the|our|my|this) (?:house|flat|home|car|place)\b.{0,30}?\bwith (?:me|us|the kids|them|her) (?:in|inside)\b"),
     ("find-me-wherever", r"\b(?:find|hunt|track) (?:me|us) (?:down )?(?:wherever|anywhere|no matter where)\b"
                          r"|\bif i (?:ever )?(?:leave|left|go|run)\b.{0,40}?\b(?:he|she|they)(?:'ll|'d| will| would)\b.{0,20}?\b(?:find|kill|hurt|come after|track) (?:me|us)\b"),
-    ("our-secret", r"\bforc(?:es|ed|ing) me to do things\b|\b(?:it'?s|it is|is) our (?:little )?secret\b"),
+    ("our-secret", r"\bforc(?:es|ed|ing) me to do things\b|\b(?:it'?s|it is|is) our (?:little )?secret(?= ?(?:[.,!?;|]|$|and\b))"),
     ("find-my-body", r"\b(?:nobody|no one|no-one) (?:would|will|'d|'ll) (?:ever )?find (?:my|your|the|our) bod(?:y|ies)\b"),
     ("injuries", r"\b(?:gave|give|gives|left) (?:me|her) (?:with )?(?:a )?(?:black eyes?|bruises|broken \w+)\b"
                  r"|\b(?:she|he) has bruises\b|\bhid(?:e|ing)? (?:the |my |her )?bruises\b"),
