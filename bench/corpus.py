@@ -53,6 +53,7 @@ class Outcome:
     archive_id: int | None = None
     byte_equal: bool | None = None
     parse_flag: str | None = None
+    no_text: bool = False
     crash: str | None = None
 
 
@@ -130,7 +131,8 @@ def run(corpus: Path) -> tuple[list[Outcome], list[logging.LogRecord], float]:
                 if outcome.archive_id is None:
                     continue
                 row = conn.execute(
-                    "SELECT r.raw, m.parse_error FROM messages m JOIN raw_messages r ON r.id = m.id "
+                    "SELECT r.raw, m.parse_error, m.body_text FROM messages m "
+                    "JOIN raw_messages r ON r.id = m.id "
                     "WHERE m.id = ?", [outcome.archive_id],
                 ).fetchone()
                 if row is None:
@@ -138,6 +140,7 @@ def run(corpus: Path) -> tuple[list[Outcome], list[logging.LogRecord], float]:
                     continue
                 outcome.byte_equal = bytes(row[0]) == sent[outcome.name]
                 outcome.parse_flag = row[1]
+                outcome.no_text = not (row[2] or "").strip()
         finally:
             conn.close()
     for name in ("mailer", "mail.log"):
@@ -152,6 +155,7 @@ def report(corpus: Path, outcomes: list[Outcome], problems: list[logging.LogReco
     equal = [o for o in archived if o.byte_equal]
     unequal = [o for o in archived if o.byte_equal is False]
     flagged = [o for o in archived if o.parse_flag]
+    no_text = [o for o in archived if o.no_text]
     crashed = [o for o in outcomes if o.crash]
 
     print(f"corpus:  {corpus}")
@@ -165,6 +169,7 @@ def report(corpus: Path, outcomes: list[Outcome], problems: list[logging.LogReco
         ("refused", len(refused)),
         ("byte-for-byte equal", f"{len(equal)}/{len(archived)}"),
         ("parse problems flagged", len(flagged)),
+        ("archived with no readable text", len(no_text)),
         ("crashes / exceptions", len(crashed) + len(problems)),
     ]
     width = max(len(label) for label, _ in rows)
@@ -182,6 +187,10 @@ def report(corpus: Path, outcomes: list[Outcome], problems: list[logging.LogReco
         print("\nparse problems flagged (archived anyway):")
         for o in flagged:
             print(f"  {o.name}: {o.parse_flag}")
+    if no_text:
+        print("\narchived with no readable body text (the raw message is kept):")
+        for o in no_text:
+            print(f"  {o.name}")
     if crashed or problems:
         print("\ncrashes / exceptions:")
         for o in crashed:

@@ -43,6 +43,16 @@ OFF_TOPIC = [
      "or your account will be suspended within 24 hours."),
     ("Parking at the venue", "Is there parking near the conference centre on Saturday, "
      "and does the ticket include lunch?"),
+    ("Broken link", "Hello, the link to the archive on your homepage gives a 404 error "
+     "in Firefox. Thought you would want to know."),
+    ("Press release: new app launch", "FOR IMMEDIATE RELEASE. Acme Corp today announced "
+     "the launch of its cloud accounting platform for small businesses, available in 40 countries."),
+    ("Meeting on Thursday", "Can we move our call about the newspaper contract to Thursday at "
+     "3pm? I will send the updated draft of the agreement before then."),
+    ("Typo in Monday's piece", "Small thing: the second paragraph says 'there' where it "
+     "should say 'their'. Otherwise fine."),
+    ("Car for sale", "Selling my 2015 hatchback, 60,000 miles, new tyres, full service "
+     "history. Reply if interested, cash only."),
 ]
 
 

@@ -21,7 +21,7 @@ from .clock import Clock, iso
 from .parsing import ParsedMessage, parse_message
 
 #: Kinds of message the archive knows. Inbound: what arrived at which address.
-INBOUND_KINDS = ("letter", "subscribe", "unsubscribe", "bounce")
+INBOUND_KINDS = ("letter", "subscribe", "unsubscribe", "bounce", "postmaster")
 OUTBOUND_KINDS = ("acknowledgement", "reply", "confirmation", "notice", "digest")
 THREAD_STATUSES = ("new", "answered", "archived")
 

@@ -79,6 +79,8 @@ class WebConfig:
     password_env: str = "MAILER_DESK_PASSWORD"
     secret_key_env: str = "MAILER_SECRET_KEY"
     enabled: bool = True
+    session_hours: float = 12.0
+    secure_cookies: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,21 @@ class CrisisConfig:
 class DigestConfig:
     schedules: Path = Path("schedules")
     grace_period_hours: float = 72.0
+    # -- issue 4 (subscribers and digest) -----------------------------------
+    concurrency: int = 8
+    rate_limit: float = 0.0
+    batch_size: int = 500
+    retry_passes: int = 1
+
+
+@dataclass(frozen=True)
+class SubscribersConfig:
+    """Double opt-in, unsubscribe links and bounce handling (issue 4)."""
+
+    confirm_expiry_hours: float = 72.0
+    confirmation_interval_hours: float = 24.0
+    hard_bounce_limit: int = 3
+    token_key_file: Path = Path("var/subscribers.key")
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,7 @@ class Config:
     acknowledgements: AcknowledgementsConfig = field(default_factory=AcknowledgementsConfig)
     crisis: CrisisConfig = field(default_factory=CrisisConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
+    subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
     #: The folder relative paths were resolved against (the config file's folder).
     base_dir: Path = Path(".")
     #: The file this came from, or None for the embedded defaults.
@@ -268,6 +286,23 @@ def _validate(config: Config) -> None:
         raise ConfigError("addresses: letters, subscribe, unsubscribe and bounces must differ")
     if config.acknowledgements.once_per_days < 0:
         raise ConfigError("acknowledgements.once_per_days: must be 0 or more")
+    # -- issue 4 (subscribers and digest) ---------------------------------------
+    if config.digest.concurrency < 1:
+        raise ConfigError("digest.concurrency: must be 1 or more")
+    if config.digest.batch_size < 1:
+        raise ConfigError("digest.batch_size: must be 1 or more")
+    if config.digest.rate_limit < 0:
+        raise ConfigError("digest.rate_limit: must be 0 (no limit) or more")
+    if config.digest.retry_passes < 0:
+        raise ConfigError("digest.retry_passes: must be 0 or more")
+    if config.digest.grace_period_hours < 0:
+        raise ConfigError("digest.grace_period_hours: must be 0 or more")
+    if config.subscribers.hard_bounce_limit < 1:
+        raise ConfigError("subscribers.hard_bounce_limit: must be 1 or more")
+    if config.subscribers.confirm_expiry_hours <= 0:
+        raise ConfigError("subscribers.confirm_expiry_hours: must be more than 0")
+    if config.subscribers.confirmation_interval_hours < 0:
+        raise ConfigError("subscribers.confirmation_interval_hours: must be 0 or more")
 
 
 def resolve_paths(config: Config, base_dir: Path, *, source: Path | None) -> Config:
@@ -281,6 +316,9 @@ def resolve_paths(config: Config, base_dir: Path, *, source: Path | None) -> Con
         storage=dataclasses.replace(config.storage, database=fix(config.storage.database)),
         delivery=dataclasses.replace(config.delivery, maildir=fix(config.delivery.maildir)),
         digest=dataclasses.replace(config.digest, schedules=fix(config.digest.schedules)),
+        subscribers=dataclasses.replace(
+            config.subscribers, token_key_file=fix(config.subscribers.token_key_file)
+        ),
         base_dir=base_dir,
         source=source,
     )

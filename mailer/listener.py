@@ -99,6 +99,9 @@ class LetterHandler:
             config.addresses.subscribe.casefold(): "subscribe",
             config.addresses.unsubscribe.casefold(): "unsubscribe",
             config.addresses.bounces.casefold(): "bounce",
+            # RFC 5321 4.5.1: every mail domain must accept postmaster. Such
+            # mail is archived for the columnist, never answered automatically.
+            f"postmaster@{config.smtp.domain}".casefold(): "postmaster",
         }
         self.sessions: weakref.WeakSet = weakref.WeakSet()
         self.in_flight = 0

@@ -187,3 +187,89 @@ def _topics(db: sqlite_utils.Database) -> None:
         tokenize="porter unicode61 remove_diacritics 2",
         create_triggers=True,
     )
+
+
+# -- issue 4: subscribers and the weekly digest ---------------------------------------
+@migration(4, "subscribers, confirmation tokens, bounces, digests and their send log")
+def _subscribers_and_digests(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- One row per address that ever asked for the digest. Rows are never
+        -- deleted on unsubscribe: the archive's digests point at them.
+        CREATE TABLE subscribers (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'confirmed', 'unsubscribed', 'suspended')),
+            source TEXT NOT NULL DEFAULT '',
+            thread_id INTEGER REFERENCES threads (id),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            confirmed_at TEXT,
+            unsubscribed_at TEXT,
+            hard_bounces INTEGER NOT NULL DEFAULT 0,
+            last_bounce_at TEXT,
+            note TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX subscribers_by_status ON subscribers (status, id);
+
+        -- Confirmation tokens: only their SHA-256 is kept, never the token.
+        CREATE TABLE subscription_tokens (
+            token_hash TEXT PRIMARY KEY,
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at TEXT,
+            message_id TEXT
+        );
+        CREATE INDEX subscription_tokens_by_subscriber ON subscription_tokens (subscriber_id, created_at);
+        CREATE INDEX subscription_tokens_by_message ON subscription_tokens (message_id);
+
+        -- Hard bounces counted against a subscriber (one per bounced message).
+        CREATE TABLE subscriber_bounces (
+            id INTEGER PRIMARY KEY,
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+            report_id INTEGER REFERENCES messages (id),
+            status TEXT NOT NULL,
+            original_message_id TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX subscriber_bounces_once
+            ON subscriber_bounces (subscriber_id, original_message_id)
+            WHERE original_message_id IS NOT NULL;
+
+        -- One row per digest period (the idempotency key), sent or found empty.
+        -- frame holds the message once, with markers where each copy differs.
+        CREATE TABLE digests (
+            id INTEGER PRIMARY KEY,
+            period TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL CHECK (status IN ('empty', 'sending', 'sent')),
+            created_at TEXT NOT NULL,
+            finished_at TEXT,
+            since TEXT,
+            topics TEXT NOT NULL DEFAULT '[]',
+            subject TEXT NOT NULL DEFAULT '',
+            frame BLOB,
+            markers TEXT NOT NULL DEFAULT '{}',
+            -- Which process is sending it (host:pid) and until when, so two
+            -- runs never send the same digest at once.
+            runner TEXT,
+            lease_until TEXT
+        );
+        CREATE INDEX digests_by_status ON digests (status, created_at);
+
+        -- The send log: one row per digest and subscriber. 'sending' is written
+        -- (and committed) just before the relay is handed the end of the message.
+        CREATE TABLE digest_sends (
+            digest_id INTEGER NOT NULL REFERENCES digests (id),
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+            status TEXT NOT NULL
+                CHECK (status IN ('sending', 'sent', 'failed', 'deferred', 'skipped')),
+            message_id INTEGER REFERENCES messages (id),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            response TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (digest_id, subscriber_id)
+        ) WITHOUT ROWID;
+        """
+    )

@@ -54,11 +54,55 @@ class ParsedMessage:
         return None
 
 
+class _ReadOnlyMessage(EmailMessage):
+    """An EmailMessage that parses each header value once.
+
+    The modern policy turns a header into an object on every ``get``, and the
+    library asks for Content-Type dozens of times while walking a message (35
+    times for our own multipart acknowledgement). Parsing only reads, so the
+    first answer per name is kept; anything that changes the headers clears it.
+    """
+
+    def get(self, name, failobj=None):
+        cache = self.__dict__.get("_parsed_headers")
+        if cache is None or cache[0] is not self._headers or cache[1] != len(self._headers):
+            cache = (self._headers, len(self._headers), {})
+            self.__dict__["_parsed_headers"] = cache
+        key = name.lower()
+        values = cache[2]
+        if key not in values:
+            values[key] = super().get(name, None)
+        value = values[key]
+        return failobj if value is None else value
+
+    def _forget_headers(self) -> None:
+        self.__dict__.pop("_parsed_headers", None)
+
+    def __setitem__(self, name, val):
+        self._forget_headers()
+        super().__setitem__(name, val)
+
+    def __delitem__(self, name):
+        self._forget_headers()
+        super().__delitem__(name)
+
+    def set_raw(self, name, value):
+        self._forget_headers()
+        super().set_raw(name, value)
+
+    def replace_header(self, _name, _value):
+        self._forget_headers()
+        super().replace_header(_name, _value)
+
+
+_POLICY = policy.default.clone(message_factory=_ReadOnlyMessage)
+
+
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse ``raw`` with the standard library's modern policy; never raises."""
     result = ParsedMessage()
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        msg = BytesParser(policy=_POLICY).parsebytes(raw)
     except Exception as exc:  # noqa: BLE001 - the parser is meant to be lenient; be sure
         result.error = f"unparseable: {type(exc).__name__}"
         return result
@@ -70,7 +114,14 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _fill(result: ParsedMessage, msg: EmailMessage) -> None:
-    result.headers = [(name, _header_text(msg, name, value)) for name, value in _raw_items(msg)]
+    seen: set[str] = set()
+    headers = []
+    for name, value in _raw_items(msg):
+        key = name.lower()
+        first = key not in seen  # the first of a name is what msg.get() parses (and keeps)
+        seen.add(key)
+        headers.append((name, _header_text(msg, name, value, first=first)))
+    result.headers = headers
     result.subject = _clean(_get(msg, "subject", result) or "")
     result.message_id = _first_msgid(_get(msg, "message-id", result))
     result.in_reply_to = _first_msgid(_get(msg, "in-reply-to", result))
@@ -95,9 +146,12 @@ def _raw_items(msg: EmailMessage):
     return list(msg.raw_items())
 
 
-def _header_text(msg: EmailMessage, name: str, raw_value) -> str:
+def _header_text(msg: EmailMessage, name: str, raw_value, *, first: bool = False) -> str:
     try:
-        value = str(msg.policy.header_fetch_parse(name, raw_value))
+        parsed = msg.get(name) if first else None
+        if parsed is None:
+            parsed = msg.policy.header_fetch_parse(name, raw_value)
+        value = str(parsed)
     except Exception:  # noqa: BLE001
         value = str(raw_value)
     return _clean(value)[:_MAX_HEADER_CHARS]

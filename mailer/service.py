@@ -44,6 +44,7 @@ class Service:
         self.outbox = None  # set by build_components
         self.pipeline = None
         self.web = None
+        self.scheduler = None  # set by build_components (issue 4)
         self._server: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
@@ -124,6 +125,12 @@ def build_components(service: Service) -> list[Component]:
     service.outbox = outbox
     service.pipeline = pipeline
     components: list[Component] = [outbox, pipeline]
+    # -- issue 4: the digest scheduler (schedules/*.toml) --
+    from .scheduler import DigestScheduler
+
+    service.scheduler = DigestScheduler(config, clock=service.clock)
+    components.append(service.scheduler)
+    # -- end issue 4 --
     if config.web.enabled:
         from .web import create_app
         from .web.server import WebServer

@@ -9,7 +9,6 @@ real listener, because the retry is something a sending server does.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from pathlib import Path
 

@@ -180,7 +180,6 @@ def small_service(tmp_path):
     """A service that takes messages of at most 2048 bytes."""
     config = make_config(tmp_path, smtp={"max_message_bytes": 2048})
     with BackgroundService(config) as running:
-        running.config = config
         yield running
 
 

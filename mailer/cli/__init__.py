@@ -37,9 +37,10 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aiosmtpd logs every command at INFO, addresses included; our listener
-    # already writes the one line per message that an operator needs.
-    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # aiosmtpd logs every command at INFO and every DATA line at DEBUG. Our
+    # listener already writes the one line per message an operator needs, and
+    # letter text must never reach a log, so its DEBUG is never switched on.
+    logging.getLogger("mail.log").setLevel(logging.INFO if verbose else logging.WARNING)
     ctx.obj = Context(config_path)
 
 
@@ -59,10 +60,21 @@ def serve(context: Context) -> None:
 
 
 def _register() -> None:
-    from . import outbox, threads
+    from . import desk, outbox, threads
 
     main.add_command(threads.threads)
     main.add_command(outbox.outbox)
+    # -- issue 4: subscribers and the digest --
+    from . import digest, subscribers
+
+    main.add_command(subscribers.subscribers)
+    main.add_command(digest.digest)
+    # -- end issue 4 --
+    main.add_command(desk.forget)
+    main.add_command(desk.desk_group)
+    from . import topics
+
+    main.add_command(topics.topics)
 
 
 _register()

@@ -1,19 +1,23 @@
-"""``mailer threads``: read and search the archive from the command line."""
+"""``mailer threads``: read, search, answer, file and export archived threads."""
 
 from __future__ import annotations
 
-import json
+import datetime as dt
+import sys
+from pathlib import Path
 
 import click
 
-from .. import archive
+from .. import archive, desk
+from ..clock import system_clock
+from ..templating import template_environment
 from .context import Context, pass_context
 from .output import emit_json, emit_table
 
 
 @click.group()
 def threads() -> None:
-    """Review archived threads: list, show and search."""
+    """Review archived threads: list, show, search, reply, mark and export."""
 
 
 @threads.command("list")
@@ -25,6 +29,8 @@ def threads() -> None:
 @pass_context
 def list_(context: Context, urgent: bool, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """List threads: urgent first, then new, newest activity first."""
+    if since is not None:
+        since = _day(since, "--since")
     rows = archive.list_threads(
         context.db, status=status, urgent=True if urgent else None, since=since, limit=limit
     )
@@ -38,50 +44,195 @@ def list_(context: Context, urgent: bool, status: str | None, since: str | None,
                       ("correspondent", "READER"), ("subject", "SUBJECT")])
 
 
+def _day(text: str, option: str) -> str:
+    try:
+        return dt.date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise click.BadParameter(f"expected a date like 2026-11-26, got {text!r}", param_hint=option) from None
+
+
 @threads.command("show")
 @click.argument("thread_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def show(context: Context, thread_id: int, as_json: bool) -> None:
     """Show every message of a thread in order, inbound and outbound."""
-    thread = archive.get_thread(context.db, thread_id)
-    if thread is None:
-        raise click.ClickException(f"no thread with id {thread_id}")
-    messages = archive.thread_messages(context.db, thread_id)
+    try:
+        detail = desk.thread_detail(context.db, thread_id)
+    except desk.ThreadNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    thread, messages = detail["thread"], detail["messages"]
     if as_json:
-        for message in messages:
-            for key in ("rcpt_to", "to_addrs", "references_ids", "attachments", "headers", "meta"):
-                message[key] = json.loads(message[key])
         emit_json({"thread": thread, "messages": messages})
         return
     flag = "  [URGENT]" if thread["urgent"] else ""
     click.echo(f"Thread {thread['id']}: {thread['subject']}  ({thread['status']}){flag}")
     for message in messages:
-        arrow = "<<" if message["direction"] == "inbound" else ">>"
-        who = message["from_addr"] if message["direction"] == "inbound" else message["correspondent"]
+        inbound = message["direction"] == "inbound"
+        arrow = "<<" if inbound else ">>"
+        who = _sender(message) if inbound else f"to {message['correspondent']}"
         click.echo("")
         click.echo(f"{arrow} #{message['id']} {message['kind']}  {message['created_at']}  {who}")
         click.echo(f"   Subject: {message['subject']}")
         if message["parse_error"]:
             click.echo(f"   (parse problem: {message['parse_error']})")
+        if message["delivery"]:
+            click.echo(f"   Delivery: {message['delivery']['status']}")
+        for topic in message["topics"]:
+            click.echo(f"   Topic: {topic['title']}  {topic['url']}")
         click.echo("")
         for line in (message["body_text"] or "").splitlines() or [""]:
             click.echo(f"   {line}")
 
 
+def _sender(message: dict) -> str:
+    if message["from_name"]:
+        return f"{message['from_name']} <{message['from_addr']}>"
+    return message["from_addr"] or message["mail_from"] or "(unknown sender)"
+
+
 @threads.command("search")
 @click.argument("query")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=50, show_default=True, help="How many matches at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (snippets with [brackets] around matches).")
 @pass_context
 def search(context: Context, query: str, limit: int, as_json: bool) -> None:
-    """Full-text search of every message; matches are shown in [brackets]."""
+    """Full-text search of every message, best match first.
+
+    QUERY is one or more words (all must match); "a phrase" in double quotes;
+    OR and NOT between words; word* for a prefix; subject:word to look only
+    in subjects (also body_text:, from_name:, from_addr:). Matches are
+    highlighted (in [brackets] when the output is not a terminal).
+    """
     try:
-        rows = archive.search(context.db, query, limit=limit)
+        result = desk.search(context.db, query, limit=limit)
     except archive.SearchSyntaxError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        emit_json(rows)
+        emit_json([_search_json(row) for row in result.rows])
         return
-    emit_table(rows, [("thread_id", "THREAD"), ("id", "MSG"), ("kind", "KIND"),
-                      ("created_at", "DATE"), ("subject", "SUBJECT"), ("snippet", "SNIPPET")])
+    if result.literal:
+        click.echo(f"(searched for the words literally: {result.query})", err=True)
+    if not result.rows:
+        click.echo("(no matches)")
+        return
+    color = not click.utils.should_strip_ansi(sys.stdout)
+    for row in result.rows:
+        direction = "<<" if row["direction"] == "inbound" else ">>"
+        who = row["from_name"] or row["from_addr"] if row["direction"] == "inbound" else f"to {row['correspondent']}"
+        click.echo(f"thread {row['thread_id']}  {direction} #{row['id']} {row['kind']}  {row['created_at'][:10]}  {who}")
+        click.echo(f"   {_marked(row['subject_parts'], color)}")
+        click.echo(f"   {' '.join(_marked(row['parts'], color).split())}")
+        click.echo("")
+
+
+def _marked(parts, color: bool) -> str:
+    if color:
+        return "".join(click.style(text, bold=True, reverse=True) if hit else text for text, hit in parts)
+    return "".join(f"[{text}]" if hit else text for text, hit in parts)
+
+
+def _search_json(row: dict) -> dict:
+    row = dict(row)
+    row["snippet"] = _marked(row.pop("parts"), False)
+    row["subject_highlighted"] = _marked(row.pop("subject_parts"), False)
+    return row
+
+
+@threads.command("export")
+@click.argument("thread_id", type=int)
+@click.option("--mbox", "mbox_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the thread to this mbox file (most mail clients can import it).")
+@click.option("--eml", "eml_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one .eml file per message into this folder.")
+@click.option("--force", is_flag=True, help="Replace an existing mbox file or .eml files.")
+@pass_context
+def export(context: Context, thread_id: int, mbox_path: Path | None, eml_dir: Path | None, force: bool) -> None:
+    """Export a thread with the original bytes of every message."""
+    if not mbox_path and not eml_dir:
+        raise click.UsageError("say where to: --mbox FILE or --eml DIR (or both)")
+    try:
+        if mbox_path:
+            if mbox_path.exists() and mbox_path.stat().st_size and not force:
+                raise click.ClickException(f"{mbox_path} already exists (use --force to replace it)")
+            if mbox_path.exists() and force:
+                mbox_path.unlink()
+            count = desk.export_mbox(context.db, thread_id, mbox_path)
+            click.echo(f"Wrote {count} message(s) of thread {thread_id} to {mbox_path}")
+        if eml_dir:
+            files = desk.export_eml(context.db, thread_id, eml_dir, overwrite=force)
+            click.echo(f"Wrote {len(files)} .eml file(s) of thread {thread_id} to {eml_dir}")
+    except desk.DeskError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+#: Everything below this line in the editor is ignored (as in git commit messages).
+SCISSORS = "# ------------------------ >8 ------------------------"
+
+
+@threads.command("reply")
+@click.argument("thread_id", type=int)
+@click.option("--file", "text_file", type=click.File("r", encoding="utf-8"),
+              help="Read the reply from this file ('-' for standard input) instead of an editor.")
+@click.option("--yes", is_flag=True, help="Send without asking (editor replies ask first).")
+@pass_context
+def reply(context: Context, thread_id: int, text_file, yes: bool) -> None:
+    """Answer a thread's latest letter, from a file or in your $EDITOR.
+
+    The text is signed and threaded by the reply templates, archived in the
+    thread and queued in the outbox (a running `mailer serve` delivers it);
+    the thread becomes "answered".
+    """
+    config, db = context.config, context.db
+    templates = template_environment(config.templates_override())
+    try:
+        detail = desk.thread_detail(db, thread_id)
+    except desk.ThreadNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    if text_file is not None:
+        text = text_file.read()
+    else:
+        text = _edit(detail)
+        if text is None:
+            raise click.ClickException("nothing written: no reply sent")
+    try:
+        draft = desk.compose_reply(db, thread_id, text, config=config, templates=templates)
+        if text_file is None and not yes:
+            click.echo(draft.outgoing.body.text)
+            click.confirm(f"Send this reply to {draft.recipient}?", abort=True)
+        replied = desk.reply(db, thread_id, text, config=config, templates=templates, clock=system_clock)
+    except desk.DeskError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"Reply to {replied.recipient} queued (message {replied.message_id}, outbox {replied.outbox_id}); "
+        f"thread {thread_id} is now answered."
+    )
+
+
+def _edit(detail: dict) -> str | None:
+    letter = detail["letter"] or {}
+    lines = [desk.greeting(letter), "", "", "", SCISSORS,
+             "# Write your reply above this line; everything below it is ignored.",
+             f"# To: {detail['reply_to'] or '(nobody: this thread has no letter)'}",
+             f"# Subject: {letter.get('subject', '')}", "#"]
+    lines += [f"# > {line}" for line in (letter.get("body_text") or "").splitlines()[:80]]
+    edited = click.edit("\n".join(lines) + "\n", extension=".txt")
+    if edited is None:
+        return None
+    text = edited.split(SCISSORS)[0].strip()
+    if not text or text == desk.greeting(letter):
+        return None
+    return text
+
+
+@threads.command("mark")
+@click.argument("thread_id", type=int)
+@click.argument("status", type=click.Choice(archive.THREAD_STATUSES))
+@pass_context
+def mark(context: Context, thread_id: int, status: str) -> None:
+    """Set a thread's status: new, answered or archived."""
+    try:
+        thread = desk.mark(context.db, thread_id, status)
+    except desk.DeskError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Thread {thread_id} is now {thread['status']}.")

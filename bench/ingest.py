@@ -1,0 +1,551 @@
+"""How fast does mailer take letters, next to aiosmtpd doing nothing? (a benchmark, not a test)
+
+One run, two servers, the same client:
+
+* ``mailer serve`` in its own process with the whole pipeline on: every
+  letter archived and committed (WAL, synchronous=FULL, group commit) before
+  its 250, then matched against the topics of examples/topics.toml and
+  acknowledged into a Maildir. Every letter comes from a different reader, so
+  every one is acknowledged: the heaviest ordinary load.
+* a bare aiosmtpd server in its own process, with the listener's options, whose
+  handler only answers 250: the limit of the SMTP library itself.
+
+The client is a third process: C concurrent clients (default 16) send N letters
+(default 5,000), one connection per letter as readers' mail servers do. It
+speaks SMTP over asyncio streams by default (``--client raw``; ``aiosmtplib``
+and ``smtplib`` threads are there to compare, and cost the client more CPU per
+letter). On a machine with two or more cores client and servers are pinned to
+different cores, so the client does not steal the server's.
+
+Latency is from opening the connection to the answer to the final ``.`` of
+DATA, the moment the letter is safe; letters/s is N over the wall time of the
+whole run. After the last 250 the bench also waits for the pipeline to write
+the last acknowledgement and reports when that happened.
+
+    .venv/bin/python bench/ingest.py [--quick] [--letters N] [--clients C]
+                                     [--client raw|aiosmtplib|smtplib] [--no-pin]
+                                     [--profile py-spy|cprofile] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import _common  # noqa: E402
+from _common import PYTHON, REPO, percentile  # noqa: E402
+
+#: What the bench aims for (issue 6): mailer at 70% of the bare server, p99 under 50 ms.
+AIM_RATIO = 0.7
+AIM_P99_MS = 50.0
+
+RCPT = "letters@column.example"
+#: Letters sent before the clock starts (imports, first connections); acknowledged too.
+WARM_UP = 20
+SUBJECTS = [
+    "What is a therapist's job?", "Is it normal to feel this tired?", "My sister and I stopped talking",
+    "How do I start?", "Question about your last column", "I keep putting things off",
+    "Panic before work every morning", "Should I go to therapy?", "Grief after my father died",
+    "Re: your reply", "Moving to a new city alone", "Jealous of my best friend",
+]
+
+
+# --------------------------------------------------------------------------
+# Letters
+
+
+def make_letters(n: int, seed: int = 11, who: str = "reader") -> list[tuple[str, bytes]]:
+    """``n`` (envelope sender, CRLF message) pairs of realistic length, one reader each.
+
+    Bodies are drawn from the words of the example letter and catalog, with a
+    log-normal length (median about 1.2 kB, a long tail to ~20 kB), so topic
+    matching has real work to do.
+    """
+    rng = random.Random(seed)
+    source = (REPO / "examples" / "letter.eml").read_text(encoding="utf-8").split("\n\n", 1)[1]
+    source += (REPO / "examples" / "topics.toml").read_text(encoding="utf-8")
+    words = re.findall(r"[A-Za-z']{2,}", source)
+    run = f"{who}.{int(time.time())}.{os.getpid()}"
+    letters = []
+    for i in range(n):
+        target = min(20_000, int(rng.lognormvariate(7.1, 0.7)))
+        lines, line, size = [], [], 0
+        while size < target:
+            word = rng.choice(words)
+            line.append(word)
+            size += len(word) + 1
+            if sum(len(w) + 1 for w in line) > 66:
+                lines.append(" ".join(line))
+                line = []
+        lines.append(" ".join(line))
+        sender = f"{who}{i}@example.org"
+        head = (
+            f"From: {who.title()} {i} <{sender}>\r\nTo: {RCPT}\r\nSubject: {rng.choice(SUBJECTS)}\r\n"
+            f"Date: Tue, 10 Nov 2026 21:14:07 -0500\r\nMessage-ID: <{run}.{i}@example.org>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        )
+        body = "Dear column,\r\n\r\n" + "\r\n".join(lines) + "\r\n\r\nThank you,\r\nReader\r\n"
+        letters.append((sender, (head + "\r\n" + body).encode("utf-8")))
+    return letters
+
+
+def _dot_stuffed(raw: bytes) -> bytes:
+    data = raw.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+# --------------------------------------------------------------------------
+# The client (runs in its own process)
+
+
+class SmtpError(Exception):
+    pass
+
+
+async def _reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    lines = []
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise SmtpError("connection closed")
+        lines.append(line)
+        if line[3:4] != b"-":
+            return int(line[:3]), b"".join(lines)
+
+
+async def _expect(reader: asyncio.StreamReader, code: int) -> None:
+    got, text = await _reply(reader)
+    if got != code:
+        raise SmtpError(text.decode("ascii", "replace").strip())
+
+
+async def send_raw(port: int, sender: str, payload: bytes) -> float:
+    """One letter over a fresh connection with asyncio streams; seconds to the DATA answer."""
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await _expect(reader, 220)
+        writer.write(b"EHLO bench.example\r\n")
+        await _expect(reader, 250)
+        writer.write(f"MAIL FROM:<{sender}>\r\n".encode())
+        await _expect(reader, 250)
+        writer.write(f"RCPT TO:<{RCPT}>\r\n".encode())
+        await _expect(reader, 250)
+        writer.write(b"DATA\r\n")
+        await _expect(reader, 354)
+        writer.write(payload)
+        await _expect(reader, 250)
+        elapsed = time.perf_counter() - start
+        writer.write(b"QUIT\r\n")
+        await _expect(reader, 221)
+        return elapsed
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+
+
+async def send_aiosmtplib(port: int, sender: str, raw: bytes) -> float:
+    """One letter with aiosmtplib over a fresh connection; seconds to the DATA answer."""
+    import aiosmtplib
+
+    start = time.perf_counter()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60, start_tls=False)
+    await client.connect()
+    try:
+        errors, _ = await client.sendmail(sender, [RCPT], raw)
+        if errors:
+            raise SmtpError(str(errors))
+        elapsed = time.perf_counter() - start
+        await client.quit()
+        return elapsed
+    finally:
+        client.close()
+
+
+def send_smtplib(port: int, sender: str, raw: bytes) -> float:
+    """One letter with smtplib over a fresh connection; seconds to the DATA answer."""
+    import smtplib
+
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        client.sendmail(sender, [RCPT], raw)
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+async def _run_async(port: int, letters, clients: int, kind: str, rate: float = 0.0) -> tuple[list[float], list[str]]:
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def one(sender, raw, payload) -> float:
+        if kind == "raw":
+            return await send_raw(port, sender, payload)
+        return await send_aiosmtplib(port, sender, raw)
+
+    if rate:
+        # Open loop: a letter is due every 1/rate s whether or not the last one
+        # was answered; its latency counts from when it was due, so time spent
+        # waiting for a free client is not hidden (no coordinated omission).
+        slots = asyncio.Semaphore(clients)
+        start = time.perf_counter()
+
+        async def timed(index: int, item) -> None:
+            due = start + index / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            async with slots:
+                try:
+                    await one(*item)
+                    latencies.append(time.perf_counter() - due)
+                except Exception as exc:  # noqa: BLE001 - counted and reported
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+        await asyncio.gather(*(timed(i, item) for i, item in enumerate(letters)))
+        return latencies, errors
+
+    queue = iter(letters)
+
+    async def worker() -> None:
+        for item in queue:
+            try:
+                latencies.append(await one(*item))
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return latencies, errors
+
+
+def _run_threads(port: int, letters, clients: int) -> tuple[list[float], list[str]]:
+    import threading
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    queue = iter(letters)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                item = next(queue, None)
+            if item is None:
+                return
+            sender, raw, _ = item
+            try:
+                latencies.append(send_smtplib(port, sender, raw))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors
+
+
+def client_main(args) -> int:
+    """The client process: send every letter, print one JSON line of results."""
+    letters = [(s, raw, _dot_stuffed(raw)) for s, raw in make_letters(args.letters)]
+    # A few letters first so connection setup and imports are not in the figures.
+    warm = [(s, raw, _dot_stuffed(raw)) for s, raw in make_letters(WARM_UP, seed=5, who="warm")]
+    cpu0 = time.process_time()
+    if args.client == "smtplib":
+        _run_threads(args.port, warm, min(4, args.clients))
+        start = time.perf_counter()
+        latencies, errors = _run_threads(args.port, letters, args.clients)
+    else:
+        asyncio.run(_run_async(args.port, warm, min(4, args.clients), args.client))
+        start = time.perf_counter()
+        latencies, errors = asyncio.run(_run_async(args.port, letters, args.clients, args.client, args.rate))
+    wall = time.perf_counter() - start
+    print(json.dumps({
+        "latencies": latencies, "errors": errors[:20], "error_count": len(errors),
+        "wall": wall, "client_cpu": time.process_time() - cpu0, "finished_at": time.time(),
+    }))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# The bare server (runs in its own process)
+
+
+class Answer250:
+    """The bare handler: no storage, no policy, just 250."""
+
+    async def handle_DATA(self, server, session, envelope):
+        return "250 2.0.0 Ok"
+
+
+def bare_server_main(args) -> int:
+    """aiosmtpd with the listener's options and a handler that only says 250."""
+    import signal
+
+    from aiosmtpd.smtp import SMTP
+
+    from mailer.config import SmtpConfig
+    from mailer.listener import COMMAND_LIMITS
+
+    smtp = SmtpConfig()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        handler = Answer250()
+        server = await loop.create_server(
+            lambda: SMTP(
+                handler, data_size_limit=smtp.max_message_bytes, enable_SMTPUTF8=True,
+                decode_data=False, hostname=smtp.domain, ident="bare", timeout=smtp.idle_timeout,
+                command_call_limit=COMMAND_LIMITS,
+            ),
+            host="127.0.0.1", port=args.port,
+        )
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        server.close()
+
+    asyncio.run(serve())
+    return 0
+
+
+# --------------------------------------------------------------------------
+# The orchestrator
+
+
+def run_client(port: int, args, cpus: set[int] | None) -> dict:
+    cmd = [PYTHON, str(Path(__file__).resolve()), "--role", "client", "--port", str(port),
+           "--letters", str(args.letters), "--clients", str(args.clients), "--client", args.client,
+           "--rate", str(args.rate)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if cpus:
+        _common.pin(proc, cpus)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the client failed:\n{err}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def import_topics(config_path: Path) -> int:
+    from mailer import topics
+    from mailer.config import load_config_file
+    from mailer.db import open_database
+
+    config = load_config_file(config_path)
+    db = open_database(config.storage.database)
+    catalog, problems = topics.load_catalog(REPO / "examples" / "topics.toml")
+    if problems:
+        raise RuntimeError("examples/topics.toml: " + "; ".join(problems))
+    topics.import_topics(db, catalog, clock=lambda: dt.datetime.now(dt.timezone.utc), source="examples/topics.toml")
+    db.close()
+    return len(catalog)
+
+
+def _server_cmd(args, config: Path, out: Path) -> list[str]:
+    serve = ["-m", "mailer", "--config", str(config), "serve"]
+    if args.profile == "cprofile":  # the event loop's thread only; py-spy sees the writer too
+        return [PYTHON, "-m", "cProfile", "-o", str(out / "mailer.prof"), *serve]
+    if os.environ.get("BENCH_SWITCH"):
+        code = ("import sys, runpy; sys.setswitchinterval(float(sys.argv.pop(1))); "
+                "sys.argv[0] = 'mailer'; runpy.run_module('mailer', run_name='__main__')")
+        return [PYTHON, "-c", code, os.environ["BENCH_SWITCH"], *serve[2:]]
+    return [PYTHON, *serve]
+
+
+def _start_profiler(args, pid: int, out: Path) -> subprocess.Popen | None:
+    if args.profile != "py-spy":
+        return None
+    spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--threads", "--nonblocking", "--rate", "250",
+         "--format", "raw", "-o", str(out / "mailer.pyspy.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop_profiler(profiler: subprocess.Popen | None) -> None:
+    if profiler is not None and profiler.poll() is None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        profiler.wait(60)
+
+
+def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> dict:
+    port = _common.free_port()
+    config = _common.write_config(work, smtp_port=port)
+    n_topics = import_topics(config)
+    log = open(work / "serve.log", "w")
+    proc = subprocess.Popen(_server_cmd(args, config, work), stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    try:
+        _common.wait_for_port(port, proc)
+        server_pid = _server_pid(proc)
+        if cpus:
+            _common.pin(server_pid, cpus[0])
+        profiler = _start_profiler(args, server_pid, work)
+        cpu0 = _cpu_seconds(server_pid)
+        result = run_client(port, args, cpus[1] if cpus else None)
+        result["server_cpu"] = _cpu_seconds(server_pid) - cpu0
+        _stop_profiler(profiler)
+        # The pipeline runs behind the listener; wait for the last acknowledgement.
+        maildir = work / "maildir" / "new"
+        deadline = time.time() + 120 + args.letters / 20
+        expected = args.letters + WARM_UP
+        while time.time() < deadline:
+            done = sum(1 for _ in maildir.iterdir()) if maildir.exists() else 0
+            if done >= expected:
+                break
+            time.sleep(0.05)
+        result["acknowledged"] = done - WARM_UP
+        result["acks_done_after"] = time.time() - result["finished_at"]
+    finally:
+        _common.stop(proc, timeout=120)
+        log.close()
+    result["topics"] = n_topics
+    return result
+
+
+def bench_bare(args, cpus: tuple[set[int], set[int]] | None) -> dict:
+    port = _common.free_port()
+    cmd = [PYTHON, str(Path(__file__).resolve()), "--role", "bare-server", "--port", str(port)]
+    proc = subprocess.Popen(cmd)
+    try:
+        _common.wait_for_port(port, proc)
+        if cpus:
+            _common.pin(proc, cpus[0])
+        cpu0 = _cpu_seconds(proc.pid)
+        result = run_client(port, args, cpus[1] if cpus else None)
+        result["server_cpu"] = _cpu_seconds(proc.pid) - cpu0
+    finally:
+        _common.stop(proc)
+    return result
+
+
+def _server_pid(proc: subprocess.Popen) -> int:
+    """The Python process serving (under py-spy it is the profiler's child)."""
+    try:
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+        pythons = [c for c in children if "python" in (c.name() or "")]
+        return pythons[0].pid if pythons else proc.pid
+    except Exception:  # noqa: BLE001 - psutil missing: measure the direct child
+        return proc.pid
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        import psutil
+
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    except Exception:  # noqa: BLE001
+        return float("nan")
+
+
+def summarise(name: str, result: dict, letters: int) -> dict:
+    lat = result["latencies"]
+    return {
+        "name": name,
+        "rate": len(lat) / result["wall"] if result["wall"] else 0.0,
+        "p50": percentile(lat, 50) * 1000,
+        "p99": percentile(lat, 99) * 1000,
+        "max": max(lat) * 1000 if lat else 0.0,
+        "ok": len(lat),
+        "errors": result["error_count"],
+        "server_cpu_per_letter": result["server_cpu"] / max(1, len(lat)) * 1e6,
+        "client_cpu_per_letter": result["client_cpu"] / max(1, letters) * 1e6,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="A short run: 1,000 letters.")
+    parser.add_argument("--letters", type=int, default=None, help="Letters to send (default 5,000).")
+    parser.add_argument("--clients", type=int, default=16, help="Concurrent SMTP clients (default 16).")
+    parser.add_argument("--client", choices=("raw", "aiosmtplib", "smtplib"), default="raw",
+                        help="How the client speaks SMTP (default: asyncio streams).")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="Offer letters at this many per second (open loop) instead of as fast as the "
+                             "clients can; latency then shows what a sender sees at that load.")
+    parser.add_argument("--no-pin", action="store_true", help="Do not pin client and server to separate cores.")
+    parser.add_argument("--profile", choices=("py-spy", "cprofile"), help="Profile the mailer server (figures get slower).")
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary folder (database, Maildir, log).")
+    parser.add_argument("--role", choices=("bench", "client", "bare-server"), default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.letters is None:
+        args.letters = 1000 if args.quick else 5000
+    if args.rate and args.client == "smtplib":
+        parser.error("--rate needs an asyncio client: --client raw or aiosmtplib")
+    if args.role == "client":
+        return client_main(args)
+    if args.role == "bare-server":
+        return bare_server_main(args)
+
+    cpus = None
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not args.no_pin and len(available) >= 2:
+        cpus = ({available[0]}, {available[1]})
+    work = Path(tempfile.mkdtemp(prefix="mailer-bench-ingest-"))
+    try:
+        bare = summarise("bare aiosmtpd (250 only)", bench_bare(args, cpus), args.letters)
+        raw_mailer = bench_mailer(args, work, cpus)
+        mailer = summarise("mailer serve (full pipeline)", raw_mailer, args.letters)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    ratio = mailer["rate"] / bare["rate"] if bare["rate"] else 0.0
+    rows = []
+    for r in (bare, mailer):
+        rows.append([r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
+                     f"{r['server_cpu_per_letter']:,.0f}", f"{r['ok']:,}", str(r["errors"])])
+    info = _common.machine()
+    notes = [
+        f"open loop: letters offered at {args.rate:g}/s, latency counted from when each was due"
+        if args.rate else "closed loop: each client sends its next letter as soon as the last is answered",
+        f"mailer / bare = {ratio:.2f} (aim >= {AIM_RATIO}); mailer p99 {mailer['p99']:.1f} ms (aim < {AIM_P99_MS:.0f} ms): "
+        + ("aims met" if ratio >= AIM_RATIO and mailer["p99"] < AIM_P99_MS else "aim MISSED"),
+        f"pipeline: {raw_mailer['acknowledged']:,} of {args.letters:,} letters acknowledged into the Maildir, "
+        f"the last {raw_mailer['acks_done_after']:.1f} s after the last 250 ({raw_mailer['topics']} topics)",
+        f"client: {args.client}, {args.clients} {'at most ' if args.rate else ''}concurrent, one connection per letter, "
+        f"{bare['client_cpu_per_letter']:,.0f} us client CPU per letter; "
+        + (f"server pinned to CPU {min(cpus[0])}, client to CPU {min(cpus[1])}" if cpus else "not pinned"),
+        f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}",
+    ]
+    if args.keep:
+        notes.append(f"kept: {work}")
+    for r in (bare, mailer):
+        if r["errors"]:
+            first = (raw_mailer if r is mailer else {}).get("errors") or []
+            notes.append(f"{r['name']}: {r['errors']} letters failed {first[:3]}")
+    _common.print_table(
+        f"mailer ingest bench, {dt.date.today().isoformat()}: {args.letters:,} letters",
+        ["server", "letters/s", "p50 ms", "p99 ms", "max ms", "server CPU us/letter", "250s", "errors"],
+        rows, notes,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

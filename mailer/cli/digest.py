@@ -1,0 +1,121 @@
+"""``mailer digest``: preview the next weekly digest, or send it now."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from .. import digest as digests
+from ..clock import system_clock
+from ..subscribers import token_key
+from ..templating import template_environment
+from .context import Context, pass_context
+from .output import emit_table
+
+
+@click.group()
+def digest() -> None:
+    """Preview, send and inspect the weekly "Enjoy Your Changes!" digest."""
+
+
+@digest.command("preview")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write the HTML version to this file.")
+@pass_context
+def preview(context: Context, html_file: str | None) -> None:
+    """Show the next digest as a subscriber would get it, without sending or recording anything."""
+    config = context.config
+    result = digests.preview(
+        context.db, config=config, templates=template_environment(config.templates_override()),
+        clock=system_clock, key=token_key(config),
+    )
+    if isinstance(result, str):
+        click.echo(result)
+        return
+    click.echo(f"Subject: {result.subject}")
+    click.echo(f"Topics published after {result.since}: {len(result.topics)}")
+    click.echo("")
+    click.echo(result.text)
+    if html_file:
+        Path(html_file).write_text(result.html or "", encoding="utf-8")
+        click.echo(f"(HTML version written to {html_file})", err=True)
+
+
+@digest.command("send")
+@click.option("--quiet", is_flag=True, help="No progress bar, only the summary.")
+@pass_context
+def send(context: Context, quiet: bool) -> None:
+    """Send the digest now (or finish one a stopped run left unfinished).
+
+    Subscribers who already have this digest never get a second copy.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    config = context.config
+    context.db  # migrate the archive before the run opens its own connections
+    progress = Progress(
+        TextColumn("[bold]digest[/bold] {task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=quiet, transient=False,
+    )
+    state = {"task": None, "sent": 0, "failed": 0, "other": 0}
+
+    def on_start(found: digests.Digest, remaining: int) -> None:
+        state["task"] = progress.add_task("send", total=remaining, label=f"{found.id}", counts="")
+
+    def on_progress(event: str, n: int) -> None:
+        key = event if event in ("sent", "failed") else "other"
+        state[key] += n
+        if state["task"] is not None:
+            progress.update(state["task"], advance=n,
+                            counts=f"sent {state['sent']} failed {state['failed']} other {state['other']}")
+
+    try:
+        with progress:
+            summary = asyncio.run(digests.run_digest(
+                config, clock=system_clock, key=token_key(config), progress=on_progress, on_start=on_start,
+            ))
+    except digests.DigestError as exc:
+        raise click.ClickException(str(exc)) from None
+    if summary.digest_id is None:
+        click.echo(summary.reason)
+        return
+    for failure in summary.failures[:20]:
+        click.echo(f"failed: {failure}", err=True)
+    click.echo(f"digest {summary.digest_id}: {summary.line()}")
+    if not summary.finished:
+        click.echo("not finished: run `mailer digest send` again later to retry the deferred copies")
+
+
+@digest.command("list")
+@click.option("--limit", default=20, show_default=True, help="How many digests at most, newest first.")
+@pass_context
+def list_(context: Context, limit: int) -> None:
+    """List digests: period, state, topics, and how many copies went."""
+    rows = list(context.db.query(
+        "SELECT d.id, d.period, d.status, d.created_at, d.finished_at, json_array_length(d.topics) AS topics, "
+        "(SELECT count(*) FROM digest_sends s WHERE s.digest_id = d.id AND s.status = 'sent') AS sent, "
+        "(SELECT count(*) FROM digest_sends s WHERE s.digest_id = d.id AND s.status != 'sent') AS other "
+        "FROM digests d ORDER BY d.id DESC LIMIT ?", [limit],
+    ))
+    emit_table(rows, [("id", "ID"), ("status", "STATUS"), ("period", "PERIOD"), ("topics", "TOPICS"),
+                      ("sent", "SENT"), ("other", "NOT SENT"), ("created_at", "COMPOSED"), ("finished_at", "FINISHED")])
+
+
+@digest.command("raw")
+@click.argument("message_id", type=int)
+@pass_context
+def raw(context: Context, message_id: int) -> None:
+    """Print the exact bytes of an archived digest copy (by archive message id)."""
+    try:
+        data = digests.archived_bytes(context.db, message_id, token_key(context.config))
+    except KeyError:
+        raise click.ClickException(f"message {message_id} is not an archived digest copy") from None
+    except digests.DigestError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()

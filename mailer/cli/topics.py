@@ -1,0 +1,103 @@
+"""``mailer topics``: the column's published topics, and which ones a letter gets."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from .. import topics as catalog
+from ..clock import system_clock
+from ..parsing import parse_message
+from .context import Context, pass_context
+from .output import emit_json, emit_table
+
+
+@click.group()
+def topics() -> None:
+    """The column's published topics: import them, list them, match a letter."""
+
+
+@topics.command("import")
+@click.argument("source", metavar="PATH_OR_URL")
+@pass_context
+def import_(context: Context, source: str) -> None:
+    """Import topics from a catalog, Markdown or an RSS/Atom feed.
+
+    PATH_OR_URL is a .toml catalog of [[topic]] tables, a Markdown file (or a
+    folder of them) with front matter, or a feed: a .xml/.rss/.atom file or an
+    http(s) URL. Importing again updates topics in place, by slug. Entries
+    with problems are listed and skipped; the rest are imported, and the
+    command then exits with status 1.
+    """
+    try:
+        found, problems = catalog.load_catalog(source)
+    except catalog.TopicImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = catalog.import_topics(
+        context.db, found, clock=system_clock, source=source, partial=catalog.is_feed(source)
+    )
+    for problem in problems:
+        click.echo(f"skipped: {problem}", err=True)
+    summary = f"{counts['added']} added, {counts['updated']} updated, {counts['unchanged']} unchanged"
+    if problems:
+        summary += f"; {len(problems)} problem{'s' if len(problems) != 1 else ''} (see above)"
+    click.echo(summary)
+    if problems:
+        click.get_current_context().exit(1)
+
+
+@topics.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def list_(context: Context, as_json: bool) -> None:
+    """List every topic, newest first; starters are marked."""
+    rows = catalog.list_topics(context.db)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        row["flag"] = "starter" if row["starter"] else ""
+    emit_table(rows, [("published", "PUBLISHED"), ("flag", ""), ("slug", "SLUG"),
+                      ("title", "TITLE")])
+
+
+@topics.command("match")
+@click.argument("eml", metavar="FILE.eml", type=click.Path(exists=True, dir_okay=False))
+@click.option("--limit", type=int, default=None,
+              help="How many topics (default: acknowledgements.topics_per_letter).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def match(context: Context, eml: str, limit: int | None, as_json: bool) -> None:
+    """Show which topics a letter would be sent, best first, with scores."""
+    if limit is None:
+        limit = context.config.acknowledgements.topics_per_letter
+    try:
+        raw = Path(eml).read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {eml}: {exc.strerror or exc}") from None
+    letter = parse_message(raw)
+    found, fell_back = catalog.topics_for_letter(
+        context.db, letter.subject, letter.body_text, limit=limit
+    )
+    if as_json:
+        emit_json({
+            "subject": letter.subject,
+            "fell_back_to_starters": fell_back,
+            "min_score": catalog.MIN_SCORE,
+            "topics": [dataclasses.asdict(m) for m in found],
+        })
+        return
+    click.echo(f"Letter: {letter.subject or '(no subject)'}")
+    if letter.error:
+        click.echo(f"(the letter was only partly readable: {letter.error})")
+    if fell_back:
+        click.echo(f"No topic scored {catalog.MIN_SCORE} or more: these are the column's starter topics.")
+    rows = []
+    for rank, m in enumerate(found, start=1):
+        note = "starter" if m.starter and m.score < catalog.MIN_SCORE else ""
+        rows.append({"rank": rank, "score": f"{m.score:.2f}", "note": note,
+                     "slug": m.slug, "title": m.title})
+    emit_table(rows, [("rank", "#"), ("score", "SCORE"), ("note", ""), ("slug", "SLUG"),
+                      ("title", "TITLE")])
