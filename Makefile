@@ -14,6 +14,7 @@ $(BIN)/mailer: pyproject.toml
 
 ## run: set up .venv and start the service on the example config (Ctrl-C stops it)
 run: $(BIN)/mailer
+	$(BIN)/mailer --config $(CONFIG) topics import --if-empty examples/topics.toml
 	$(BIN)/mailer --config $(CONFIG) serve
 
 ## test: set up .venv and run the whole test suite

@@ -225,7 +225,7 @@ def main() -> int:
     max_thread = db.execute("SELECT max(id) FROM threads").fetchone()[0]
     words = Words(vocabulary(random.Random(3)), rng)
     # Search words a columnist would type: mostly real words, now and then a rare one.
-    real = [w for w in words.words[:400] if len(w) > 3 and w not in ("dear", "column", "thank")]
+    real = [w for w in words.words[:400] if len(w) > 3 and w.isalpha() and w not in ("dear", "column", "thank")]
     rounds = args.rounds
 
     def inbox(page: int) -> None:

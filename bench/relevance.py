@@ -80,6 +80,7 @@ def main() -> int:
         known = {t.slug for t in catalog}
 
         results = []
+        topics.topics_for_letter(db, "warm-up", "Load the synonyms and the vocabulary first.")
         started = time.perf_counter()
         for index, letter in enumerate(letters):
             missing = set(letter["relevant"]) - known

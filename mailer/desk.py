@@ -32,8 +32,8 @@ import jinja2
 import sqlite_utils
 
 from . import archive
-from .clock import Clock, iso, parse_iso
-from .compose import AddressError, Outgoing, Rendered, build_message, make_address, render, reply_subject
+from .clock import Clock, parse_iso
+from .compose import AddressError, Outgoing, build_message, make_address, render, reply_subject
 from .config import Config
 from .outbox import enqueue
 
@@ -61,39 +61,74 @@ class EmptyReply(DeskError):
 # ---------------------------------------------------------------------------
 # Reading: inbox, threads, search
 
-#: Inbox views: which threads each shows. "inbox" is everything not archived.
+#: Inbox views. Every view but "all" shows only threads with a reader's letter
+#: in them; "all" adds digests, confirmations and bounces.
 INBOX_VIEWS = ("inbox", "urgent", "new", "answered", "archived", "all")
-_VIEW_WHERE = {
-    "inbox": "t.status != 'archived'",
-    "urgent": "t.urgent = 1 AND t.status != 'archived'",
-    "new": "t.status = 'new'",
-    "answered": "t.status = 'answered'",
-    "archived": "t.status = 'archived'",
-    "all": "1",
+_VIEWS = {  # view: (status, urgent, open only, letters only)
+    "inbox": (None, None, True, True),
+    "urgent": (None, True, True, True),
+    "new": ("new", None, False, True),
+    "answered": ("answered", None, False, True),
+    "archived": ("archived", None, False, True),
+    "all": (None, None, False, False),
 }
+_HAS_LETTER = ("EXISTS (SELECT 1 FROM messages l WHERE l.thread_id = t.id "
+               "AND l.direction = 'inbound' AND l.kind = 'letter')")
 PREVIEW_CHARS = 180
 
 
 def inbox(db: sqlite_utils.Database, *, view: str = "inbox", limit: int = 50, offset: int = 0) -> list[dict]:
-    """Threads for one inbox view: urgent first, then new, then newest activity first.
+    """The threads of one inbox view (see INBOX_VIEWS), urgent first, then new, then newest."""
+    if view not in _VIEWS:
+        raise DeskError(f"unknown view {view!r} (known: {', '.join(INBOX_VIEWS)})")
+    status, urgent, open_only, letters_only = _VIEWS[view]
+    return list_threads(db, status=status, urgent=urgent, open_only=open_only, letters_only=letters_only,
+                        limit=limit, offset=offset)
+
+
+def list_threads(
+    db: sqlite_utils.Database,
+    *,
+    status: str | None = None,
+    urgent: bool | None = None,
+    since: str | None = None,
+    open_only: bool = False,
+    letters_only: bool = True,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict]:
+    """Threads, urgent (and not archived) first, then new, then newest activity first.
 
     Each row is the thread plus ``reader_name`` and a short ``preview`` of
-    the reader's latest letter.
+    the reader's latest letter. ``letters_only`` leaves out threads no
+    reader wrote in (digest copies, confirmations, bounces).
     """
-    if view not in _VIEW_WHERE:
-        raise DeskError(f"unknown view {view!r} (known: {', '.join(INBOX_VIEWS)})")
+    where, params = [], []
+    if status:
+        where.append("t.status = ?")
+        params.append(status)
+    if urgent is not None:
+        where.append("t.urgent = ?")
+        params.append(1 if urgent else 0)
+    if since:
+        where.append("t.last_message_at >= ?")
+        params.append(since)
+    if open_only:
+        where.append("t.status != 'archived'")
+    if letters_only:
+        where.append(_HAS_LETTER)
     sql = (
         "SELECT t.*, "
         " (SELECT m.from_name FROM messages m WHERE m.thread_id = t.id AND m.direction = 'inbound' "
         "  ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS reader_name, "
         " (SELECT substr(m.body_text, 1, 600) FROM messages m WHERE m.thread_id = t.id "
         "  AND m.direction = 'inbound' ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS preview "
-        f"FROM threads t WHERE {_VIEW_WHERE[view]} "
+        f"FROM threads t WHERE {' AND '.join(where) or '1'} "
         "ORDER BY (t.urgent = 1 AND t.status != 'archived') DESC, "
         " CASE t.status WHEN 'new' THEN 0 WHEN 'answered' THEN 1 ELSE 2 END, "
         " t.last_message_at DESC, t.id DESC LIMIT ? OFFSET ?"
     )
-    rows = list(db.query(sql, [limit, offset]))
+    rows = list(db.query(sql, params + [limit, offset]))
     for row in rows:
         row["reader_name"] = row["reader_name"] or ""
         row["preview"] = _preview(row["preview"] or "")
@@ -101,10 +136,16 @@ def inbox(db: sqlite_utils.Database, *, view: str = "inbox", limit: int = 50, of
 
 
 def view_counts(db: sqlite_utils.Database) -> dict[str, int]:
-    """How many threads each inbox view holds."""
-    counts = archive.thread_counts(db)
+    """How many threads each inbox view holds; ``waiting`` is urgent and still new."""
+    counts = {status: 0 for status in archive.THREAD_STATUSES}
+    for status, n in db.execute(f"SELECT t.status, count(*) FROM threads t WHERE {_HAS_LETTER} GROUP BY t.status"):
+        counts[status] = n
+    counts["urgent"], counts["waiting"] = db.execute(
+        "SELECT count(*), coalesce(sum(t.status = 'new'), 0) FROM threads t "
+        f"WHERE t.urgent = 1 AND t.status != 'archived' AND {_HAS_LETTER}"
+    ).fetchone()
     counts["inbox"] = counts["new"] + counts["answered"]
-    counts["all"] = counts["inbox"] + counts["archived"]
+    counts["all"] = db.execute("SELECT count(*) FROM threads").fetchone()[0]
     return counts
 
 
@@ -153,6 +194,7 @@ def thread_detail(db: sqlite_utils.Database, thread_id: int) -> dict:
         "messages": messages,
         "letter": letter,
         "reply_to": reply_address(letter) if letter else "",
+        "reply_subject": reply_subject(letter["subject"]) if letter else "",
     }
 
 
@@ -179,18 +221,26 @@ def reflow(text: str) -> str:
     lines, list items and quotes keep their breaks.
     """
     out: list[str] = []
+    previous = None  # the line as written, not as joined so far
     for line in (text or "").replace("\r\n", "\n").split("\n"):
-        if out and _continues(out[-1], line):
+        if previous is not None and _continues(previous, line):
             out[-1] = out[-1].rstrip() + " " + line.strip()
         else:
             out.append(line)
+        previous = line
     return "\n".join(out)
 
 
 def _continues(previous: str, line: str) -> bool:
-    if not previous.strip() or not line.strip() or line[:1].isspace():
+    if not previous.strip() or not line.strip() or line[:1].isspace() or previous == "-- ":
         return False
     if previous.lstrip().startswith(">") or line.startswith(">") or _LIST_ITEM.match(line):
+        return False
+    if _CLOSING.match(line):
+        return False
+    # A sentence that ends at the end of a line and a new one on the next may be
+    # a deliberate break (a list of helplines); keeping it costs a ragged edge.
+    if previous.rstrip()[-1:] in ".!?:" and (line[:1].isupper() or line[:1].isdigit()):
         return False
     # format=flowed marks a soft break with a trailing space; else judge by length.
     return previous.endswith(" ") or len(previous) >= WRAPPED_LINE
@@ -473,7 +523,29 @@ def mark(db: sqlite_utils.Database, thread_id: int, status: str) -> dict:
 # Export: the original bytes, for any mail client
 
 
-def export_mbox(db: sqlite_utils.Database, thread_id: int, path: Path) -> int:
+def message_bytes(db: sqlite_utils.Database, message: dict, *, config: Config | None = None) -> bytes:
+    """The exact bytes of an archived message.
+
+    Digest copies are kept compactly (one frame per digest); they are
+    rebuilt, and checked against their SHA-256, by the digest module, which
+    needs the config for the unsubscribe-link key.
+    """
+    try:
+        return archive.raw_bytes(db, message["id"])
+    except KeyError:
+        pass
+    if message["kind"] == "digest" and config is not None:
+        try:
+            from .digest import archived_bytes
+            from .subscribers import token_key
+
+            return archived_bytes(db, message["id"], token_key(config))
+        except Exception as exc:  # noqa: BLE001 - any failure here is "cannot rebuild it"
+            raise DeskError(f"message {message['id']}: cannot rebuild this digest copy: {exc}") from None
+    raise DeskError(f"message {message['id']} ({message['kind']}) has no stored bytes")
+
+
+def export_mbox(db: sqlite_utils.Database, thread_id: int, path: Path, *, config: Config | None = None) -> int:
     """Append every message of the thread to an mbox file; returns how many.
 
     mbox stores each message after a ``From `` line and quotes body lines
@@ -485,7 +557,7 @@ def export_mbox(db: sqlite_utils.Database, thread_id: int, path: Path) -> int:
     box.lock()
     try:
         for message in messages:
-            raw = archive.raw_bytes(db, message["id"])
+            raw = message_bytes(db, message, config=config)
             box.add(_from_line(message) + b"\n" + raw)
         box.flush()
     finally:
@@ -494,7 +566,9 @@ def export_mbox(db: sqlite_utils.Database, thread_id: int, path: Path) -> int:
     return len(messages)
 
 
-def export_eml(db: sqlite_utils.Database, thread_id: int, folder: Path, *, overwrite: bool = False) -> list[Path]:
+def export_eml(
+    db: sqlite_utils.Database, thread_id: int, folder: Path, *, overwrite: bool = False, config: Config | None = None
+) -> list[Path]:
     """Write each message of the thread as one .eml file with its exact archived bytes."""
     messages = _thread_or_raise(db, thread_id)
     folder = Path(folder)
@@ -502,9 +576,10 @@ def export_eml(db: sqlite_utils.Database, thread_id: int, folder: Path, *, overw
     clashes = [p for p in names if p.exists()]
     if clashes and not overwrite:
         raise DeskError(f"{clashes[0]} already exists (choose an empty folder, or overwrite)")
+    contents = [message_bytes(db, message, config=config) for message in messages]
     folder.mkdir(parents=True, exist_ok=True)
-    for name, message in zip(names, messages):
-        name.write_bytes(archive.raw_bytes(db, message["id"]))
+    for name, data in zip(names, contents):
+        name.write_bytes(data)
     return names
 
 
@@ -1015,7 +1090,7 @@ def _unb64(text: str) -> bytes:
 
 __all__ = [
     "DeskError", "ThreadNotFound", "NothingToAnswer", "EmptyReply", "INBOX_VIEWS",
-    "inbox", "view_counts", "thread_detail", "search", "compose_reply", "reply", "mark",
+    "inbox", "list_threads", "view_counts", "thread_detail", "reflow", "search", "compose_reply", "reply", "mark",
     "export_mbox", "export_eml", "anonymize", "topic_draft", "forget", "ForgetReport",
     "register_address_columns", "register_eraser", "hash_password", "verify_password",
 ]

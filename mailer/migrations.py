@@ -42,9 +42,12 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
+    # Compare against the set of applied versions, not just the highest: a
+    # migration merged later with a lower number must still run.
+    done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
     applied = []
     for version, name, fn in MIGRATIONS:
-        if version <= current_version(db):
+        if version in done:
             continue
         with db.atomic():
             fn(db)

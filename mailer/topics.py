@@ -18,7 +18,6 @@ import functools
 import json
 import math
 import re
-import sqlite3
 import tomllib
 import unicodedata
 import urllib.error
@@ -133,13 +132,13 @@ def load_catalog(source: str | Path) -> tuple[list[Topic], list[str]]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in MARKDOWN_SUFFIXES)
         if not files:
             raise TopicImportError(f"{path}: no Markdown files (*.md) in this folder")
-        topics, problems = [], []
+        found, problems = [], []
         for file in files:
             topic, file_problems = _load_markdown(file)
             if topic:
-                topics.append(topic)
+                found.append((topic, str(file), file.name))
             problems.extend(file_problems)
-        return _drop_duplicates(topics, problems, lambda i: str(files[i]))
+        return _drop_duplicates(found, problems)
     if not path.is_file():
         raise TopicImportError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
@@ -180,7 +179,7 @@ def _load_toml(path: Path) -> tuple[list[Topic], list[str]]:
         raise TopicImportError(f"{path}: no [[topic]] tables found")
     if not isinstance(entries, list):
         raise TopicImportError(f"{path}: 'topic' must be an array of tables, written [[topic]]")
-    topics: list[Topic] = []
+    found: list[tuple[Topic, str, str]] = []
     problems: list[str] = []
     for number, entry in enumerate(entries, start=1):
         where = f"{path}: topic {number}"
@@ -192,8 +191,8 @@ def _load_toml(path: Path) -> tuple[list[Topic], list[str]]:
         topic, entry_problems = _topic_from_mapping(entry, where)
         problems.extend(entry_problems)
         if topic:
-            topics.append(topic)
-    return _drop_duplicates(topics, problems, lambda i: f"{path}: topic with slug")
+            found.append((topic, where, f"topic {number}"))
+    return _drop_duplicates(found, problems)
 
 
 def _load_markdown(path: Path) -> tuple[Topic | None, list[str]]:
@@ -274,7 +273,7 @@ def _load_feed(source: str, data: bytes) -> tuple[list[Topic], list[str]]:
         raise TopicImportError(
             f"{source}: not a readable RSS or Atom feed" + (f" ({reason})" if reason else "")
         )
-    topics: list[Topic] = []
+    found: list[tuple[Topic, str, str]] = []
     problems: list[str] = []
     for number, entry in enumerate(parsed.entries, start=1):
         title = html_to_text(entry.get("title") or "")
@@ -310,8 +309,8 @@ def _load_feed(source: str, data: bytes) -> tuple[list[Topic], list[str]]:
         topic, entry_problems = _topic_from_mapping(data_, where)
         problems.extend(entry_problems)
         if topic:
-            topics.append(topic)
-    return _drop_duplicates(topics, problems, lambda i: f"{source}: entry with slug")
+            found.append((topic, where, f"entry {number}"))
+    return _drop_duplicates(found, problems)
 
 
 def _slug_from_link(link: str) -> str:
@@ -395,18 +394,21 @@ def _as_date(value) -> str | None:
     return None
 
 
-def _drop_duplicates(topics: list[Topic], problems: list[str], where) -> tuple[list[Topic], list[str]]:
-    """Keep the first topic of each slug; a repeated slug is a problem, not an overwrite."""
-    seen: dict[str, int] = {}
+def _drop_duplicates(
+    found: list[tuple[Topic, str, str]], problems: list[str]
+) -> tuple[list[Topic], list[str]]:
+    """Keep the first topic of each slug; a repeated slug is a problem, not an overwrite.
+
+    ``found`` holds (topic, where it is for messages, a short name for it).
+    """
+    first: dict[str, str] = {}
     kept = []
-    for index, topic in enumerate(topics):
-        if topic.slug in seen:
-            problems.append(
-                f"{where(index)} {topic.slug!r}: the slug is used twice in this catalog "
-                "(the first one was imported)"
-            )
+    for topic, where, name in found:
+        if topic.slug in first:
+            problems.append(f"{where}: slug {topic.slug!r} is already used by {first[topic.slug]}; "
+                            "this one was skipped")
             continue
-        seen[topic.slug] = index
+        first[topic.slug] = name
         kept.append(topic)
     return kept, problems
 
@@ -431,6 +433,7 @@ def import_topics(
     """
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     now = iso(clock())
+    moved = False  # only the source changed
     _forget_vocabulary(db)
     with db.atomic():
         for topic in topics:
@@ -457,6 +460,7 @@ def import_topics(
                 counts["unchanged"] += 1
                 if source and existing[7] != source:
                     db.execute("UPDATE topics SET source = ? WHERE slug = ?", [source, topic.slug])
+                    moved = True
                 continue
             # UPDATE, not INSERT OR REPLACE: the row keeps its rowid and the
             # FTS triggers see the change.
@@ -468,7 +472,7 @@ def import_topics(
                  topic.slug],
             )
             counts["updated"] += 1
-        if counts["added"] or counts["updated"]:
+        if counts["added"] or counts["updated"] or moved:
             # Each write leaves a small index segment behind, and every query
             # term is looked up in every segment: merge them into one.
             db.execute("INSERT INTO topics_fts (topics_fts) VALUES ('optimize')")
@@ -517,42 +521,47 @@ def topics_published_since(db: sqlite_utils.Database, since: str | None) -> list
     """Topics published after ``since``, newest first, for the weekly digest.
 
     ``since`` is an ISO date or datetime (None means every topic). Topics carry
-    only a date, so a datetime is reduced to its UTC calendar day and a topic
-    counts when it was published on a *later* day: a piece published on the
-    day of the previous digest belongs to that digest.
+    only a date, so with a datetime (say, when the previous digest went out) a
+    topic dated that same UTC day counts only if it was imported after that
+    moment: it cannot have been in that digest, and an older piece imported
+    late is not news. With a plain date, published must be a later day.
     """
     if since is None:
         return list_topics(db)
-    day = _since_day(since)
-    return [_as_dict(r) for r in db.query(
-        f"SELECT {', '.join(_TOPIC_COLUMNS)} FROM topics WHERE published > ? "
-        "ORDER BY published DESC, slug", [day],
-    )]
+    day, moment = _since(since)
+    sql = f"SELECT {', '.join(_TOPIC_COLUMNS)} FROM topics WHERE published > ?"
+    params = [day]
+    if moment is not None:
+        sql += " OR (published = ? AND imported_at > ?)"
+        params += [day, moment]
+    return [_as_dict(r) for r in db.query(sql + " ORDER BY published DESC, slug", params)]
 
 
-def _since_day(since: str) -> str:
+def _since(since: str) -> tuple[str, str | None]:
+    """(UTC day, UTC moment in the archive's format or None) of an ISO date or datetime."""
     text = since.strip()
     try:
         if len(text) == 10:
-            return dt.date.fromisoformat(text).isoformat()
+            return dt.date.fromisoformat(text).isoformat(), None
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"since: expected an ISO date or datetime, got {since!r}") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc)
-    return moment.date().isoformat()
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).date().isoformat(), iso(moment)
 
 
 # --------------------------------------------------------------------------
 # Matching letters to topics
 #
 # A letter is long and a topic is short, so the letter is turned into a
-# weighted query: its words minus stop words (the subject counting double),
-# plus the column's words for what the reader describes (synonyms.toml). The
-# most informative terms (weight x idf) go to FTS5, whose bm25 ranks topics by
-# title, keywords and summary. The score shown is bm25 divided by the most a
-# topic could score on that query, so it reads the same for a short note and
-# a long letter, and for a catalog of 20 topics or of 5,000.
+# weighted query: its words minus stop words (a subject word counting more
+# than a body word), plus the column's words for what the reader describes
+# (mailer/data/synonyms.toml). The most informative terms (weight x idf) go to
+# FTS5, whose bm25 ranks topics on title, keywords and summary. A score is
+# that bm25 in units of the most one rare word can earn, so "3.0" means about
+# three distinctive words' worth of evidence, whatever the catalog's size.
+# docs/relevance.md has the method, the figures and the limits.
 
 
 def match_topics(
@@ -701,9 +710,10 @@ def letter_terms(subject: str, text: str) -> dict[str, float]:
     uses in the body; stop words, greetings, quoted replies and signatures are
     left out. Each reader's word or phrase in synonyms.toml adds the column's
     word for it, weighted the same way times SYNONYM_WEIGHT. Keys are words or
-    space-separated phrases.
+    space-separated phrases, heaviest first (ties in order of appearance).
     """
-    return {phrase: round(weight, 4) for phrase, _, weight in _letter_terms(subject, text)}
+    terms = sorted(_letter_terms(subject, text), key=lambda term: -term[2])
+    return {phrase: round(weight, 4) for phrase, _, weight in terms}
 
 
 def _letter_terms(subject: str, text: str) -> list[tuple[str, tuple[str, ...], float]]:

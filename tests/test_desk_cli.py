@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import hashlib
 import json
 import mailbox
 import sqlite3
@@ -126,6 +127,7 @@ def cli(archive_dir):
 @pytest.mark.parametrize("command", [
     ["threads", "list"], ["threads", "show"], ["threads", "search"], ["threads", "export"],
     ["threads", "reply"], ["threads", "mark"], ["forget"], ["desk"], ["desk", "hash-password"],
+    ["topics", "draft"],
 ], ids=lambda c: " ".join(c))
 def test_every_desk_command_has_help_text(command):
     result = CliRunner().invoke(main, [*command, "--help"])
@@ -134,14 +136,15 @@ def test_every_desk_command_has_help_text(command):
     assert len(summary) > 10, result.output
 
 
-def test_topics_draft_command_is_registered():
-    from mailer.cli.desk import topic_draft
-
-    topics_group = main.commands.get("topics")
-    if topics_group is None:
-        pytest.skip("the topics command group is not there yet")
-    assert topics_group.commands.get("draft") is topic_draft
-    assert topic_draft.help
+def test_topics_draft_is_a_topics_command(cli, archive_dir, tmp_path):
+    _, _, ids = archive_dir
+    assert "draft" in main.commands["topics"].commands
+    printed = cli("topics", "draft", str(ids["dana"]))
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.startswith("---\n") and "slug: what-is-a-therapists-job-i-want-you-to-answer" in printed.output
+    written = cli("topics", "draft", str(ids["dana"]), "--output", str(tmp_path / "draft.md"))
+    assert written.exit_code == 0 and (tmp_path / "draft.md").read_text(encoding="utf-8") == printed.output
+    assert cli("topics", "draft", "999").exit_code == 1
 
 
 # -- list and show -----------------------------------------------------------------------
@@ -372,6 +375,22 @@ def test_anonymize(text, names, expected):
     assert desk.anonymize(text, names) == expected
 
 
+def test_digest_copies_stay_out_of_the_inbox_but_export_with_their_bytes(fresh, tmp_path):
+    config, ids, config_file = fresh
+    if not subscribe_and_send_a_digest(config, config_file):
+        pytest.skip("no subscribers and digest commands yet")
+    listed = {t["id"] for t in json.loads(run(config_file, "threads", "list", "--json").output)}
+    assert listed == {ids["dana"], ids["sam"]}
+    everything = json.loads(run(config_file, "threads", "list", "--all", "--json").output)
+    digest_threads = {t["id"] for t in everything} - listed
+    assert digest_threads
+    copy = rows(config.storage.database, "SELECT id, thread_id, raw_sha256 FROM messages WHERE kind = 'digest'")[0]
+    result = run(config_file, "threads", "export", str(copy["thread_id"]), "--eml", str(tmp_path / "digest"))
+    assert result.exit_code == 0, result.output
+    exported = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "digest").iterdir()}
+    assert copy["raw_sha256"] in exported
+
+
 # -- forget ------------------------------------------------------------------------------
 
 def every_row_mentioning(db_path: Path, needles: list[str]) -> list[tuple[str, str]]:
@@ -532,3 +551,18 @@ def test_hash_password_makes_a_hash_the_desk_accepts():
 def test_a_damaged_password_hash_is_reported(bad):
     with pytest.raises(desk.PasswordHashError):
         desk.parse_password_hash(bad)
+
+
+# -- the documentation -------------------------------------------------------------------------
+
+def test_the_desk_documentation_covers_every_command_and_the_real_policy():
+    from mailer.web.desk import CONTENT_SECURITY_POLICY
+
+    text = (REPO / "docs" / "desk.md").read_text(encoding="utf-8")
+    for name in main.commands["threads"].commands:
+        assert f"mailer threads {name}" in text, name
+    for command in ("mailer forget", "mailer desk hash-password", "mailer topics draft"):
+        assert command in text, command
+    flat = " ".join(text.replace("`", "").split())
+    assert CONTENT_SECURITY_POLICY in flat
+    assert f"N={desk.SCRYPT_N}, r={desk.SCRYPT_R}, p={desk.SCRYPT_P}" in flat

@@ -157,6 +157,18 @@ def test_mail_for_anyone_but_the_column_is_refused_and_not_kept(service, config,
     assert archived(config) == []
 
 
+def test_postmaster_of_the_column_domain_is_accepted_kept_and_not_answered(service, config):
+    # RFC 5321 4.5.1: a mail domain must accept mail for its postmaster.
+    raw = letter("Your server", "Hello postmaster.\r\n", message_id="<pm@example.org>")
+    code, _ = send(service.smtp_port, raw, rcpt_to=("Postmaster@column.example",))
+    assert code == 250
+    row = wait_for(lambda: rows(config.storage.database,
+                                "SELECT kind, processed_at FROM messages WHERE message_id = '<pm@example.org>' "
+                                "AND processed_at IS NOT NULL"), message="postmaster mail processed")[0]
+    assert row["kind"] == "postmaster"
+    assert rows(config.storage.database, "SELECT id FROM outbox") == []
+
+
 def test_recipients_beyond_max_recipients_get_452_and_the_rest_still_get_the_letter(tmp_path):
     config = make_config(tmp_path, smtp={"max_recipients": 2})
     raw = letter("Three of you")

@@ -95,7 +95,14 @@ def hash_password(from_stdin: bool) -> None:
               help="Write the draft to this file instead of printing it.")
 @pass_context
 def topic_draft(context: Context, thread_id: int, output: Path | None) -> None:
-    """Draft a topic (Markdown) from a thread's letter, with the reader's details removed."""
+    """Draft a topic from a thread's letter, identifying details removed.
+
+    Prints Markdown with front matter for `mailer topics import` (or writes
+    it to --output). The reader's name, email and web addresses, phone
+    numbers and street addresses are replaced with [name], [email], [link],
+    [phone] and [address]; the summary is left empty on purpose, so the
+    draft cannot be imported before someone has read it.
+    """
     try:
         text = desk.topic_draft(context.db, thread_id, config=context.config, clock=system_clock)
     except desk.DeskError as exc:

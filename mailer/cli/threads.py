@@ -17,22 +17,26 @@ from .output import emit_json, emit_table
 
 @click.group()
 def threads() -> None:
-    """Review archived threads: list, show, search, reply, mark and export."""
+    """Read, search, answer, file and export archived threads."""
 
 
 @threads.command("list")
 @click.option("--urgent", is_flag=True, help="Only threads flagged urgent.")
 @click.option("--status", type=click.Choice(archive.THREAD_STATUSES), help="Only threads in this status.")
 @click.option("--since", metavar="DATE", help="Only threads active on or after DATE (YYYY-MM-DD).")
+@click.option("--all", "everything", is_flag=True,
+              help="Also threads without a reader's letter (digests, confirmations, bounces).")
 @click.option("--limit", default=100, show_default=True, help="How many threads at most.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def list_(context: Context, urgent: bool, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
+def list_(context: Context, urgent: bool, status: str | None, since: str | None, everything: bool,
+          limit: int, as_json: bool) -> None:
     """List threads: urgent first, then new, newest activity first."""
     if since is not None:
         since = _day(since, "--since")
-    rows = archive.list_threads(
-        context.db, status=status, urgent=True if urgent else None, since=since, limit=limit
+    rows = desk.list_threads(
+        context.db, status=status, urgent=True if urgent else None, since=since,
+        letters_only=not everything, limit=limit,
     )
     if as_json:
         emit_json(rows)
@@ -157,10 +161,10 @@ def export(context: Context, thread_id: int, mbox_path: Path | None, eml_dir: Pa
                 raise click.ClickException(f"{mbox_path} already exists (use --force to replace it)")
             if mbox_path.exists() and force:
                 mbox_path.unlink()
-            count = desk.export_mbox(context.db, thread_id, mbox_path)
+            count = desk.export_mbox(context.db, thread_id, mbox_path, config=context.config)
             click.echo(f"Wrote {count} message(s) of thread {thread_id} to {mbox_path}")
         if eml_dir:
-            files = desk.export_eml(context.db, thread_id, eml_dir, overwrite=force)
+            files = desk.export_eml(context.db, thread_id, eml_dir, overwrite=force, config=context.config)
             click.echo(f"Wrote {len(files)} .eml file(s) of thread {thread_id} to {eml_dir}")
     except desk.DeskError as exc:
         raise click.ClickException(str(exc)) from None

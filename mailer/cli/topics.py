@@ -21,8 +21,10 @@ def topics() -> None:
 
 @topics.command("import")
 @click.argument("source", metavar="PATH_OR_URL")
+@click.option("--if-empty", is_flag=True,
+              help="Do nothing if the archive already has topics (how `make run` seeds a new archive).")
 @pass_context
-def import_(context: Context, source: str) -> None:
+def import_(context: Context, source: str, if_empty: bool) -> None:
     """Import topics from a catalog, Markdown or an RSS/Atom feed.
 
     PATH_OR_URL is a .toml catalog of [[topic]] tables, a Markdown file (or a
@@ -31,6 +33,9 @@ def import_(context: Context, source: str) -> None:
     with problems are listed and skipped; the rest are imported, and the
     command then exits with status 1.
     """
+    if if_empty and catalog.list_topics(context.db):
+        click.echo("topics already imported; nothing to do (--if-empty)")
+        return
     try:
         found, problems = catalog.load_catalog(source)
     except catalog.TopicImportError as exc:
@@ -101,3 +106,10 @@ def match(context: Context, eml: str, limit: int | None, as_json: bool) -> None:
                      "slug": m.slug, "title": m.title})
     emit_table(rows, [("rank", "#"), ("score", "SCORE"), ("note", ""), ("slug", "SLUG"),
                       ("title", "TITLE")])
+
+
+# -- issue 5: a topic drafted from a letter (the command lives with the desk's) --
+from .desk import topic_draft as _topic_draft  # noqa: E402
+
+topics.add_command(_topic_draft, "draft")
+# -- end issue 5 --

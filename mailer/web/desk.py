@@ -509,7 +509,9 @@ async def login_page(request: Request) -> Response:
 
 def _login(request: Request, password: DeskPassword, next_path: str, *, status: int = 200,
            error: str | None = None) -> HTMLResponse:
-    return _render(request, "login", status=status, error=error, next=next_path,
+    hour = dt.datetime.now(_tz(request.app.state.config)).hour
+    salute = "Good morning." if hour < 12 else "Good afternoon." if hour < 18 else "Good evening."
+    return _render(request, "login", status=status, error=error, next=next_path, salute=salute,
                    configured=password.configured, problem=password.problem,
                    password_env=password.env_name)
 
@@ -663,16 +665,20 @@ async def mbox_download(request: Request) -> Response:
     """The thread as an mbox file, original bytes, for any mail client."""
     thread_id = request.path_params["thread_id"]
 
+    config = request.app.state.config
+
     def export(db):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "thread.mbox"
-            desk.export_mbox(db, thread_id, path)
+            desk.export_mbox(db, thread_id, path, config=config)
             return path.read_bytes()
 
     try:
         data = await _read(request, export)
     except desk.ThreadNotFound:
         return _not_found(request, thread_id)
+    except desk.DeskError as exc:
+        return _render(request, "error", status=500, message=str(exc))
     return Response(data, media_type="application/mbox", headers={
         "content-disposition": f'attachment; filename="thread-{thread_id}.mbox"'})
 
