@@ -9,7 +9,9 @@ therefore stays a display name.
 
 from __future__ import annotations
 
+import email.header
 import email.utils
+import re
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
@@ -22,6 +24,8 @@ from .clock import Clock
 #: Our own loop marker: a message carrying it (with our domain) is never answered.
 LOOP_HEADER = "X-Mailer-Loop"
 MAX_HEADER_TEXT = 250
+MAX_DECODE_PASSES = 4
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
 
 class AddressError(ValueError):
@@ -29,14 +33,33 @@ class AddressError(ValueError):
 
 
 def header_text(value: str | None, limit: int = MAX_HEADER_TEXT) -> str:
-    """A reader-supplied value made safe for one header: one line, printable, bounded."""
+    """A reader-supplied value made safe for one header: one line, printable, bounded.
+
+    RFC 2047 encoded words are decoded here (repeatedly: a word can hide
+    another) and cleaned after each pass, because ``EmailMessage`` would
+    otherwise decode them itself when the header is set, after our cleaning,
+    and put their CR, LF or NUL straight into the header block.
+    """
     if not value:
         return ""
-    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
-    text = " ".join(text.split())
+    text = _one_line(str(value))
+    for _ in range(MAX_DECODE_PASSES):
+        if not _ENCODED_WORD.search(text):
+            break
+        try:
+            text = _one_line(str(email.header.make_header(email.header.decode_header(text))))
+        except Exception:  # noqa: BLE001 - undecodable: neutralised below
+            break
+    # Whatever still looks like an encoded word is not one of ours: break its syntax.
+    text = _ENCODED_WORD.sub(lambda m: m.group(0).replace("=?", "= ?"), text)
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
+
+
+def _one_line(text: str) -> str:
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(text.split())
 
 
 def make_address(addr_spec: str, display_name: str = "") -> Address:

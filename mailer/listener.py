@@ -55,6 +55,15 @@ class ColumnSMTP(SMTP):
             return
         super().connection_made(transport)
 
+    def data_received(self, data: bytes) -> None:
+        # aiosmtpd restarts its idle timer only when a whole command arrives,
+        # so a sender still streaming a long DATA would be cut off mid-letter.
+        # RFC 5321 4.5.3.2 times each chunk, not the whole transfer: any bytes
+        # count as activity. (The connection cap bounds what slow clients hold.)
+        if self._timeout_handle is not None:
+            self._reset_timeout()
+        super().data_received(data)
+
     def connection_lost(self, exc) -> None:
         self._letter_handler.release(self)
         super().connection_lost(exc)

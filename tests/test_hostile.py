@@ -400,10 +400,6 @@ def test_slow_client_sending_one_byte_at_a_time_is_served_and_others_meanwhile(l
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: aiosmtpd restarts its idle timer only when a command arrives, never while DATA "
-    "streams in, so a sender still transmitting when smtp.idle_timeout runs out is cut off "
-    "mid-message (RFC 5321 4.5.3.2 times each chunk, not the whole DATA)"))
 def test_sender_still_streaming_data_past_the_idle_timeout_is_not_cut_off(listener, hostile_config):
     client = start_session(listener.smtp_port)
     assert client.cmd(b"MAIL FROM:<reader@example.org>")[0] == 250
@@ -531,16 +527,6 @@ INJECTIONS = {
     "encoded word quoted in name": dict(name='"' + _b64_word(b"Eve\r\nBcc: victim@evil.example") + '"'),
 }
 
-#: Cases the acknowledgement does not survive yet (see the reason); strict, so a fix shows up.
-COMPOSE_REDECODES = (
-    "bug in mailer/compose.py: header_text() and make_address() pass an RFC 2047 encoded word "
-    "through as text, and EmailMessage decodes it again when the header is set, so its CR, LF "
-    "and NUL reach the acknowledgement's header block"
-)
-KNOWN_INJECTIONS = {"encoded NUL and CR in name", "double-encoded subject", "double-encoded name",
-                    "encoded word quoted in name"}
-
-
 def _hostile_letter(spec: dict, address: str, message_id: str) -> bytes:
     head = [
         f"From: {spec.get('name', 'Eve')} <{address}>",
@@ -604,11 +590,7 @@ class _Markup(HTMLParser):
         self.attrs.extend((name, value or "") for name, value in attrs)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=COMPOSE_REDECODES))
-    if case in KNOWN_INJECTIONS else case
-    for case in INJECTIONS
-], ids=list(INJECTIONS))
+@pytest.mark.parametrize("case", list(INJECTIONS), ids=list(INJECTIONS))
 def test_hostile_letter_cannot_inject_headers_or_markup_into_its_acknowledgement(injection_runs, case):
     data, ack = injection_runs[case]
     head = data.split(b"\r\n\r\n", 1)[0]

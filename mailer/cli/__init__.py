@@ -75,6 +75,9 @@ def _register() -> None:
     from . import topics
 
     main.add_command(topics.topics)
+    from . import demo
+
+    main.add_command(demo.demo)
 
 
 _register()
