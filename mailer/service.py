@@ -136,7 +136,7 @@ def build_components(service: Service) -> list[Component]:
         from .web.server import WebServer
 
         service.web = WebServer(
-            create_app(config, writer=service.writer, clock=service.clock),
+            create_app(config, writer=service.writer, clock=service.clock, on_enqueued=outbox.wake),
             config.web.host, config.web.port,
         )
         components.append(service.web)

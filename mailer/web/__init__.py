@@ -9,6 +9,8 @@ reads open their own connection, which WAL makes safe beside the listener.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from starlette.applications import Starlette
 
 from ..clock import Clock
@@ -17,7 +19,14 @@ from ..templating import template_environment
 from ..writer import DatabaseWriter
 
 
-def create_app(config: Config, *, writer: DatabaseWriter, clock: Clock, environ=None) -> Starlette:
+def create_app(
+    config: Config,
+    *,
+    writer: DatabaseWriter,
+    clock: Clock,
+    environ=None,
+    on_enqueued: Callable[[], None] | None = None,
+) -> Starlette:
     """Build the web application: public routes, then the desk behind its login."""
     from . import desk, public
 
@@ -28,5 +37,6 @@ def create_app(config: Config, *, writer: DatabaseWriter, clock: Clock, environ=
     app.state.config = config
     app.state.writer = writer
     app.state.clock = clock
+    app.state.on_enqueued = on_enqueued  # wakes the outbox after a write that queued mail
     app.state.templates = template_environment(config.templates_override())
     return app

@@ -381,7 +381,12 @@ async def _read(request: Request, fn, *args, **kwargs):
 
 async def _write(request: Request, fn, **kwargs):
     """Run ``fn(db, **kwargs)`` in a committed transaction on the archive writer."""
-    return await request.app.state.writer.run(functools.partial(fn, **kwargs))
+    result = await request.app.state.writer.run(functools.partial(fn, **kwargs))
+    # A reply was maybe queued: let the outbox look now rather than at its next poll.
+    wake = getattr(request.app.state, "on_enqueued", None)
+    if wake is not None:
+        wake()
+    return result
 
 
 def _base_context_for(config: Config) -> dict:
