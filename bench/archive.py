@@ -13,7 +13,9 @@ Then it times, on one connection, what the columnist waits for:
 
 * the inbox page: ``list_threads`` (first page, then later pages) plus ``thread_counts``;
 * opening a thread: ``get_thread`` plus ``thread_messages``;
-* a full-text search with ``archive.search``: one to three words, and a phrase.
+* a full-text search with ``archive.search``: one to three words, and a phrase;
+* and, when ``mailer.desk`` is there, the web desk's own inbox page
+  (``desk.inbox`` + ``desk.view_counts``), ``desk.thread_detail`` and ``desk.search``.
 
 and reports p50 and p99 of each, and the size of the database per letter.
 
@@ -199,6 +201,31 @@ def cached_archive(letters: int, rebuild: bool) -> tuple[Path, float | None]:
     return path, seconds
 
 
+def desk_results(db, rng: random.Random, rounds: int, max_thread: int, queries: dict) -> list:
+    """The same three waits through the web desk's own functions, when mailer.desk has them."""
+    try:
+        from mailer import desk
+        inbox, counts, detail, find = desk.inbox, desk.view_counts, desk.thread_detail, desk.search
+    except (ImportError, AttributeError):
+        return []
+
+    def page(number: int) -> None:
+        inbox(db, view="inbox", offset=number * 50)
+        counts(db)
+
+    def show(thread_id: int) -> None:
+        try:
+            detail(db, thread_id)
+        except Exception:  # noqa: BLE001 - a thread id with no thread: still a lookup
+            pass
+
+    return [
+        ("desk: inbox page + view_counts", timed(page, [0] * rounds)),
+        ("desk: thread_detail", timed(show, [rng.randint(1, max_thread) for _ in range(rounds)])),
+        ("desk: search, one word", timed(lambda q: find(db, q), queries["one word"])),
+    ]
+
+
 def timed(fn, samples: list) -> list[float]:
     out = []
     for sample in samples:
@@ -224,8 +251,12 @@ def main() -> int:
     n_messages = db.execute("SELECT count(*) FROM messages").fetchone()[0]
     max_thread = db.execute("SELECT max(id) FROM threads").fetchone()[0]
     words = Words(vocabulary(random.Random(3)), rng)
-    # Search words a columnist would type: mostly real words, now and then a rare one.
-    real = [w for w in words.words[:400] if len(w) > 3 and w.isalpha() and w not in ("dear", "column", "thank")]
+    # Search words a columnist would type: content words of the examples (no stop words),
+    # from the very common ("therapist" is in half the letters) to the rare.
+    from mailer.topics import STOP_WORDS
+
+    real = [w for w in words.words[:600] if len(w) > 3 and w.isalpha() and w not in STOP_WORDS
+            and w not in ("dear", "column")][:300]
     rounds = args.rounds
 
     def inbox(page: int) -> None:
@@ -252,6 +283,7 @@ def main() -> int:
         ("open a thread", timed(show, [rng.randint(1, max_thread) for _ in range(rounds)])),
     ]
     results += [(f"search, {name}", timed(search, samples)) for name, samples in queries.items()]
+    results += desk_results(db, rng, rounds, max_thread, queries)
     db.close()
 
     size = sum(Path(str(path) + s).stat().st_size for s in ("", "-wal") if Path(str(path) + s).exists())
@@ -259,7 +291,8 @@ def main() -> int:
     worst = 0.0
     for name, ms in results:
         p50, p99 = percentile(ms, 50), percentile(ms, 99)
-        worst = max(worst, p99)
+        if not name.startswith("desk:"):
+            worst = max(worst, p99)
         rows.append([name, f"{p50:.1f}", f"{p99:.1f}", f"{max(ms):.1f}", "yes" if p99 < AIM_MS else "NO"])
     info = _common.machine()
     notes = [
@@ -267,7 +300,8 @@ def main() -> int:
         f"{size / 1e6:,.0f} MB on disk = {size / letters / 1024:.1f} kB per letter (raw, parsed fields, FTS index)",
         f"{path}" + (f" built in {build_seconds:.0f} s ({letters / build_seconds:,.0f} letters/s)"
                      if build_seconds else " (cached; --rebuild to build it again)"),
-        f"{rounds} runs of each; aim: p99 under {AIM_MS:.0f} ms: " + ("met" if worst < AIM_MS else "MISSED"),
+        f"{rounds} runs of each; aim for mailer.archive: p99 under {AIM_MS:.0f} ms: "
+        + ("met" if worst < AIM_MS else "MISSED") + " (the desk: rows are the web desk's own queries)",
         f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}",
     ]
     _common.print_table(

@@ -366,10 +366,6 @@ def _server_cmd(args, config: Path, out: Path) -> list[str]:
     serve = ["-m", "mailer", "--config", str(config), "serve"]
     if args.profile == "cprofile":  # the event loop's thread only; py-spy sees the writer too
         return [PYTHON, "-m", "cProfile", "-o", str(out / "mailer.prof"), *serve]
-    if os.environ.get("BENCH_SWITCH"):
-        code = ("import sys, runpy; sys.setswitchinterval(float(sys.argv.pop(1))); "
-                "sys.argv[0] = 'mailer'; runpy.run_module('mailer', run_name='__main__')")
-        return [PYTHON, "-c", code, os.environ["BENCH_SWITCH"], *serve[2:]]
     return [PYTHON, *serve]
 
 

@@ -255,6 +255,47 @@ def list_threads(
     offset: int = 0,
 ) -> list[dict]:
     """Threads for the inbox: urgent first, then new, then newest activity first."""
+    if limit < 0 or offset < 0 or not _urgent_is_a_flag(db):
+        return _list_threads_sorted(db, status=status, urgent=urgent, since=since, limit=limit, offset=offset)
+    # The order is six runs, each a range of the threads_inbox index already
+    # sorted by last_message_at, so each run is read only as far as the page
+    # needs. One ORDER BY over all threads sorted every non-urgent thread for
+    # any page past the urgent ones (250 ms at 158,000 threads; now ~5 ms).
+    found: list[dict] = []
+    for run_urgent, run_status in _INBOX_RUNS:
+        if len(found) >= limit:
+            break
+        if status and run_status != status:
+            continue
+        if urgent is not None and run_urgent != (1 if urgent else 0):
+            continue
+        where, params = "urgent = ? AND status = ?", [run_urgent, run_status]
+        if since:
+            where += " AND last_message_at >= ?"
+            params.append(since)
+        if offset:
+            size = db.execute(f"SELECT count(*) FROM threads WHERE {where}", params).fetchone()[0]
+            if offset >= size:
+                offset -= size
+                continue
+        found += db.query(
+            f"SELECT * FROM threads WHERE {where} ORDER BY last_message_at DESC, id DESC LIMIT ? OFFSET ?",
+            params + [limit - len(found), offset],
+        )
+        offset = 0
+    return found
+
+
+#: The inbox order, run by run: urgent before not, then new, answered, archived.
+_INBOX_RUNS = [(urgent, status) for urgent in (1, 0) for status in THREAD_STATUSES]
+
+
+def _urgent_is_a_flag(db: sqlite_utils.Database) -> bool:
+    """Whether every thread's urgent is 0 or 1 (two index probes; anything else sorts the slow way)."""
+    return db.execute("SELECT 1 FROM threads WHERE urgent < 0 OR urgent > 1 LIMIT 1").fetchone() is None
+
+
+def _list_threads_sorted(db, *, status, urgent, since, limit, offset) -> list[dict]:
     where, params = [], []
     if status:
         where.append("status = ?")
@@ -278,8 +319,17 @@ def list_threads(
 def thread_counts(db: sqlite_utils.Database) -> dict[str, int]:
     """How many threads are in each status, plus how many are urgent."""
     counts = {status: 0 for status in THREAD_STATUSES}
-    for status, n in db.execute("SELECT status, count(*) FROM threads GROUP BY status"):
-        counts[status] = n
+    if _urgent_is_a_flag(db):
+        # One range count per status on the threads_inbox index: a GROUP BY
+        # status cannot use it (status is its second column) and took 44 ms
+        # on 158,000 threads; these take 11 ms (bench/archive.py).
+        for status in THREAD_STATUSES:
+            counts[status] = db.execute(
+                "SELECT count(*) FROM threads WHERE urgent IN (0, 1) AND status = ?", [status]
+            ).fetchone()[0]
+    else:
+        for status, n in db.execute("SELECT status, count(*) FROM threads GROUP BY status"):
+            counts[status] = n
     counts["urgent"] = db.execute(
         "SELECT count(*) FROM threads WHERE urgent = 1 AND status != 'archived'"
     ).fetchone()[0]
@@ -295,12 +345,16 @@ def search(db: sqlite_utils.Database, query: str, *, limit: int = 50) -> list[di
     query = (query or "").strip()
     if not query:
         raise SearchSyntaxError("the search is empty: give at least one word")
+    # Ranking through FTS5's own rank column lets FTS5 sort the matches
+    # itself, so the join and snippet() run for the rows returned only, not
+    # for every match: 2-5x faster on a big archive, same rows, same order.
     sql = (
         "SELECT m.id, m.thread_id, m.direction, m.kind, m.created_at, m.from_addr, m.from_name, "
         "m.subject, snippet(messages_fts, 1, '[', ']', ' … ', 12) AS snippet, "
-        "bm25(messages_fts, 3.0, 1.0, 2.0, 2.0) AS rank "
+        "messages_fts.rank AS rank "
         "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-        "WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?"
+        "WHERE messages_fts MATCH ? AND messages_fts.rank MATCH 'bm25(3.0, 1.0, 2.0, 2.0)' "
+        "ORDER BY messages_fts.rank LIMIT ?"
     )
     try:
         return list(db.query(sql, [query, limit]))

@@ -15,8 +15,10 @@ and each message row keeps the SHA-256 and size of its exact bytes.
 
 Exactly once. ``digest_sends`` holds one row per digest and subscriber. A
 worker sends MAIL, RCPT, DATA and the body, then commits the row as
-``sending`` (and the archive row) and only then sends the final ``.``; the
-relay's answer turns it into ``sent``, ``failed`` or ``deferred``. A run
+``sending`` and only then sends the final ``.``; the relay's answer turns it
+into ``sent``, ``failed`` or ``deferred``, and the copy's archive row is
+written with that answer (a copy is deterministic, so a run killed before
+archiving it leaves the next run enough to archive it). A run
 killed at any point and started again skips every subscriber with a row
 (``sending`` included: the relay may have the message) and sends to the
 rest. The one window left is the few microseconds between that commit and
@@ -43,7 +45,6 @@ import socket
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Awaitable, Callable
 
 import aiosmtplib
@@ -264,10 +265,22 @@ def unfinished_digests(db: sqlite_utils.Database) -> list[dict]:
 
 
 def new_topics(db: sqlite_utils.Database, *, now: dt.datetime) -> tuple[list[dict], str]:
-    """The topics the next digest would list, and the moment they are counted from."""
+    """The topics the next digest would list, and the moment they are counted from.
+
+    Topics carry only a date, so "published since the previous digest" is
+    read as: published on or after the previous digest's day and not listed
+    in it. (A piece published on a Monday after the Monday digest went out
+    belongs to the next one, not to none.)
+    """
     previous = previous_digest(db)
-    since = previous["created_at"] if previous else iso(now - FIRST_DIGEST_LOOKBACK)
-    return topics_published_since(db, since), since
+    if previous is None:
+        since = iso(now - FIRST_DIGEST_LOOKBACK)
+        return topics_published_since(db, since), since
+    since = previous["created_at"]
+    day_before = (parse_iso(since).astimezone(dt.timezone.utc) - dt.timedelta(days=1)).date().isoformat()
+    listed = {t["slug"] for t in json.loads(db.execute(
+        "SELECT topics FROM digests WHERE id = ?", [previous["id"]]).fetchone()[0])}
+    return [t for t in topics_published_since(db, day_before) if t["slug"] not in listed], since
 
 
 @dataclass
@@ -418,17 +431,39 @@ def _alive(runner: str) -> bool:
 # The send log
 
 
-def _checkpoint(db, digest_id: int, subscriber_id: int, archive: dict, now: str) -> int | None:
-    """Just before the end of DATA: archive the copy and log it 'sending' (None: they left)."""
-    row = db.execute("SELECT status, thread_id, email FROM subscribers WHERE id = ?", [subscriber_id]).fetchone()
+def _checkpoint(db, digest_id: int, subscriber_id: int, now: str) -> bool:
+    """Just before the end of DATA: log the copy 'sending' (False: the subscriber left).
+
+    This is the one commit a copy waits for, so it is two small statements;
+    the archive row follows with the relay's answer (:func:`_archive_copies`).
+    """
+    row = db.execute("SELECT status FROM subscribers WHERE id = ?", [subscriber_id]).fetchone()
     if row is None or row[0] != "confirmed":
-        return None
-    thread_id, address = row[1], row[2]
-    previous = db.execute(
-        "SELECT message_id FROM digest_sends WHERE digest_id = ? AND subscriber_id = ?", [digest_id, subscriber_id]
-    ).fetchone()
-    message_id = previous[0] if previous else None
-    if message_id is None:
+        return False
+    db.execute(
+        "INSERT INTO digest_sends (digest_id, subscriber_id, status, attempts, updated_at) "
+        "VALUES (?, ?, 'sending', 1, ?) ON CONFLICT (digest_id, subscriber_id) DO UPDATE SET "
+        "status = 'sending', attempts = attempts + 1, updated_at = excluded.updated_at",
+        [digest_id, subscriber_id, now],
+    )
+    return True
+
+
+def _archive_copies(db, digest_id: int, archive: dict, copies: list[tuple[int, str, int, str]], now: str) -> None:
+    """Archive copies the relay took (or may have): (subscriber id, address, size, sha256) each.
+
+    A copy is rebuilt exactly from its digest's frame, so its archive row can
+    follow the send; a copy logged 'sending' by a run that was killed before
+    archiving it is archived by the next run (:meth:`DigestRun._backfill`).
+    """
+    for subscriber_id, address, size, sha256 in copies:
+        found = db.execute(
+            "SELECT d.message_id, s.thread_id FROM digest_sends d JOIN subscribers s ON s.id = d.subscriber_id "
+            "WHERE d.digest_id = ? AND d.subscriber_id = ?", [digest_id, subscriber_id],
+        ).fetchone()
+        if found is None or found[0] is not None:
+            continue  # archived already (a copy is archived once, however often it was tried)
+        thread_id = found[1]
         if thread_id is None:
             thread_id = db.execute(
                 "INSERT INTO threads (subject, subject_key, correspondent, status, urgent, created_at, "
@@ -441,34 +476,38 @@ def _checkpoint(db, digest_id: int, subscriber_id: int, archive: dict, now: str)
             "message_id, from_addr, from_name, to_addrs, subject, date, auto_submitted, list_id, precedence, "
             "body_text, size, raw_sha256, processed_at, disposition, meta) "
             "VALUES (?, 'outbound', 'digest', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'auto-generated', ?, 'bulk', ?, ?, ?, ?, ?, ?)",
-            [thread_id, now, address, archive["mail_from"], json.dumps([address]), archive["message_id"],
+            [thread_id, now, address, archive["mail_from"], json.dumps([address]),
+             archive["message_id"].replace(archive["marker"], str(subscriber_id)),
              archive["from_addr"], archive["from_name"], json.dumps([address]), archive["subject"],
-             archive["date"], archive["list_id"], archive["body_text"], archive["size"], archive["sha256"],
-             now, "digest copy (kept compactly: rebuilt from its digest's frame)",
+             archive["date"], archive["list_id"], archive["body_text"], size, sha256,
+             now, "digest copy (compact: rebuilt from its frame)",
              json.dumps({"digest": digest_id, "subscriber": subscriber_id, "compact": True})],
         ).lastrowid
         db.execute(
             "UPDATE threads SET message_count = message_count + 1, last_message_at = max(last_message_at, ?) "
             "WHERE id = ?", [now, thread_id],
         )
-    db.execute(
-        "INSERT INTO digest_sends (digest_id, subscriber_id, status, message_id, attempts, updated_at) "
-        "VALUES (?, ?, 'sending', ?, 1, ?) ON CONFLICT (digest_id, subscriber_id) DO UPDATE SET "
-        "status = 'sending', message_id = excluded.message_id, attempts = attempts + 1, updated_at = excluded.updated_at",
-        [digest_id, subscriber_id, message_id, now],
-    )
-    return message_id
+        db.execute("UPDATE digest_sends SET message_id = ? WHERE digest_id = ? AND subscriber_id = ?",
+                   [message_id, digest_id, subscriber_id])
+
+
+_RECORD = (
+    "INSERT INTO digest_sends (digest_id, subscriber_id, status, attempts, response, updated_at) "
+    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (digest_id, subscriber_id) DO UPDATE SET "
+    "status = excluded.status, response = excluded.response, updated_at = excluded.updated_at, "
+    "attempts = attempts + {}"
+)
 
 
 def _record(db, digest_id: int, subscriber_id: int, status: str, response: str, now: str, attempted: bool) -> None:
     """The relay's answer (or our reason) for one copy."""
-    db.execute(
-        "INSERT INTO digest_sends (digest_id, subscriber_id, status, attempts, response, updated_at) "
-        "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (digest_id, subscriber_id) DO UPDATE SET "
-        "status = excluded.status, response = excluded.response, updated_at = excluded.updated_at, "
-        f"attempts = attempts + {1 if attempted else 0}",
-        [digest_id, subscriber_id, status, response[:500], now],
-    )
+    db.execute(_RECORD.format(1 if attempted else 0), [digest_id, subscriber_id, status, response[:500], now])
+
+
+def _record_many(db, answers: list[tuple], digest_id: int, archive: dict, copies: list[tuple], now: str) -> None:
+    """Several relays' answers at once, and the archive rows of the copies they took."""
+    db.conn.executemany(_RECORD.format(0), answers)
+    _archive_copies(db, digest_id, archive, copies, now)
 
 
 def _finish(db, digest_id: int, now: str) -> bool:
@@ -528,6 +567,8 @@ class SmtpDigestSession:
         )
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()  # before asking about 8BITMIME
             if self.config.username:
                 await client.login(self.config.username, self.password or "")
         except aiosmtplib.SMTPResponseException as exc:
@@ -739,6 +780,9 @@ class DigestRun:
         self.progress = progress or (lambda event, n: None)
         self.summary = Summary(digest_id=digest.id)
         self._pending: set[asyncio.Future] = set()
+        self._answers: list[tuple] = []
+        self._copies: list[tuple] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._pacer = _Pacer(config.digest.rate_limit)
         message = email.message_from_bytes(self.frame.raw, policy=policy.default)
         self._archive = {
@@ -748,8 +792,11 @@ class DigestRun:
             "subject": digest.subject,
             "date": email.utils.parsedate_to_datetime(message["Date"]).isoformat(),
             "list_id": str(message["List-Id"]),
-            "body_text": "\n".join([digest.subject, ""] + [f"* {t['title']}\n  {t['url']}" for t in digest.topics]),
-            "message_id_template": str(message["Message-ID"]),
+            # Kept short: it is indexed for search once per copy. The copy itself
+            # is rebuilt from the frame (`mailer digest raw`).
+            "body_text": f"Digest {digest.id}: {len(digest.topics)} new pieces (the copy: mailer digest raw)",
+            "message_id": str(message["Message-ID"]),
+            "marker": self.frame.markers.subscriber,
         }
 
     def count_remaining(self) -> int:
@@ -771,6 +818,7 @@ class DigestRun:
         """Resolve what an earlier run left uncertain, send, retry deferred copies, finish."""
         self.summary.skipped = self.count_done_before()
         await self._resolve_uncertain()
+        await self._backfill()
         for attempt in range(1 + self.config.digest.retry_passes):
             if attempt:
                 if self.stopping.is_set() or not self._has_deferred():
@@ -796,6 +844,7 @@ class DigestRun:
             arrived = self.transport.delivered(delivery_key(self.digest.id, subscriber_id))
             if arrived is None:
                 self.summary.uncertain += 1
+                self.summary.skipped -= 1  # counted as uncertain, not as skipped
                 log.warning("digest %d, subscriber %d: an earlier run was stopped while handing it over; "
                             "the relay may have it, so it is not sent again", self.digest.id, subscriber_id)
                 continue
@@ -805,6 +854,22 @@ class DigestRun:
                                   iso(self.clock()), False)
             if not arrived:
                 self.summary.skipped -= 1
+
+    async def _backfill(self) -> None:
+        """Archive copies an earlier run logged but was killed before archiving."""
+        while True:
+            rows = self.reader.execute(
+                "SELECT s.id, s.email FROM digest_sends d JOIN subscribers s ON s.id = d.subscriber_id "
+                "WHERE d.digest_id = ? AND d.status IN ('sending', 'sent') AND d.message_id IS NULL LIMIT 500",
+                [self.digest.id],
+            ).fetchall()
+            if not rows:
+                return
+            copies = []
+            for subscriber_id, address in rows:
+                raw = self.frame.copy(address, subscriber_id, unsubscribe_token(self.key, subscriber_id))
+                copies.append((subscriber_id, address, len(raw), hashlib.sha256(raw).hexdigest()))
+            await self.writer.run(_archive_copies, self.digest.id, self._archive, copies, iso(self.clock()))
 
     async def _pass(self) -> None:
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.config.digest.batch_size)
@@ -852,14 +917,8 @@ class DigestRun:
         token = unsubscribe_token(self.key, subscriber_id)
         raw = self.frame.copy(address, subscriber_id, token)
         wire = self.frame.wire(address, subscriber_id, token)
-        archive = dict(self._archive)
-        archive.update(
-            message_id=self._archive["message_id_template"].replace(self.frame.markers.subscriber, str(subscriber_id)),
-            size=len(raw), sha256=hashlib.sha256(raw).hexdigest(),
-        )
-
         async def checkpoint() -> None:
-            if await self.writer.run(_checkpoint, digest_id, subscriber_id, archive, iso(self.clock())) is None:
+            if not await self.writer.run(_checkpoint, digest_id, subscriber_id, iso(self.clock())):
                 raise Skip()
 
         copy = Copy(raw, wire, self.frame.eight_bit, delivery_key(digest_id, subscriber_id))
@@ -872,7 +931,8 @@ class DigestRun:
         except PermanentFailure as exc:
             self._log(subscriber_id, "failed", str(exc))
             self.summary.failed += 1
-            self.summary.failures.append(f"{address}: {exc}")
+            if len(self.summary.failures) < 100:
+                self.summary.failures.append(f"{address}: {exc}")
             self.progress("failed", 1)
             return
         except TemporaryFailure as exc:
@@ -882,22 +942,47 @@ class DigestRun:
             return
         except Uncertain as exc:
             log.warning("digest %d to %s: %s; not resent", digest_id, address, exc)
+            self._archive_later(subscriber_id, address, raw)  # the relay may have it
             self.summary.uncertain += 1
             self.progress("uncertain", 1)
             return
+        self._archive_later(subscriber_id, address, raw)
         self._log(subscriber_id, "sent", answer)
         self.summary.sent += 1
         self.progress("sent", 1)
 
     def _log(self, subscriber_id: int, status: str, response: str) -> None:
-        # Not awaited: whatever the crash, a copy whose row still says
-        # 'sending' is never sent again, so this can ride the next group commit.
+        # Not awaited, and written in small batches: whatever the crash, a copy
+        # whose row still says 'sending' is never sent again, so the answer
+        # may ride a later commit.
+        self._answers.append((self.digest.id, subscriber_id, status, response[:500], iso(self.clock())))
+        self._flush_soon()
+
+    def _archive_later(self, subscriber_id: int, address: str, raw: bytes) -> None:
+        self._copies.append((subscriber_id, address, len(raw), hashlib.sha256(raw).hexdigest()))
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if len(self._answers) + len(self._copies) >= 256:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(0.05, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._answers and not self._copies:
+            return
+        answers, self._answers = self._answers, []
+        copies, self._copies = self._copies, []
         future = asyncio.wrap_future(self.writer.submit(
-            _record, self.digest.id, subscriber_id, status, response, iso(self.clock()), True))
+            _record_many, answers, self.digest.id, self._archive, copies, iso(self.clock())))
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
     async def _settle(self) -> None:
+        self._flush()
         if self._pending:
             await asyncio.gather(*list(self._pending))
 

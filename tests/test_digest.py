@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email
-import json
 import logging
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -239,6 +239,20 @@ def test_only_topics_published_after_the_previous_digest_appear(tmp_path, smtp_s
     assert "old-" not in second
 
 
+def test_a_piece_published_on_digest_day_after_the_digest_is_in_the_next_one(tmp_path, smtp_sink):
+    config = smtp_config(tmp_path, smtp_sink)
+    add_subscribers(config, 1)
+    add_topics(config, "2026-11-30", prefix="morning")  # Monday, before the 08:00 digest
+    clock = SteppingClock(MONDAY_8AM_NEW_YORK)
+    assert send_now(config, clock).sent == 1
+    add_topics(config, "2026-11-30", prefix="afternoon")  # the same Monday, after it went out
+    clock.advance(days=7)
+    assert send_now(config, clock).sent == 1
+    first, second = (parsed(m).get_body(("plain",)).get_content() for m in digests_at(smtp_sink))
+    assert "morning-2026-11-30" in first and "afternoon" not in first
+    assert "afternoon-2026-11-30" in second and "morning" not in second
+
+
 def test_no_new_topics_means_no_digest_and_the_log_says_so(tmp_path, smtp_sink, caplog):
     config = smtp_config(tmp_path, smtp_sink)
     add_subscribers(config, 2)
@@ -320,6 +334,60 @@ def test_refused_copies_are_failed_or_deferred_and_a_later_run_finishes(tmp_path
     assert all(n == 1 for n in copies_by_recipient(sink).values())
 
 
+class UnsubscribingSink(SmtpSink):
+    """While one recipient's message is on its way, that reader unsubscribes on the web."""
+
+    def __init__(self, db_path: Path, address: str) -> None:
+        super().__init__()
+        self.db_path, self.address = db_path, address
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if address == self.address:
+            conn = sqlite3.connect(self.db_path, timeout=10)
+            with conn:
+                conn.execute("UPDATE subscribers SET status = 'unsubscribed' WHERE email = ?", [address])
+            conn.close()
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_someone_who_unsubscribes_during_a_run_gets_nothing(tmp_path):
+    config = make_config(tmp_path)
+    sink = UnsubscribingSink(config.storage.database, "reader00002@example.org")
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), decode_data=False)
+    controller.start()
+    try:
+        sink.port = controller.port
+        config = smtp_config(tmp_path, sink)
+        add_topics(config, "2026-11-28")
+        add_subscribers(config, 4)
+        summary = send_now(config, SteppingClock(MONDAY_8AM_NEW_YORK))
+    finally:
+        controller.stop()
+    assert (summary.sent, summary.skipped) == (3, 1)
+    assert "reader00002@example.org" not in copies_by_recipient(sink)
+
+
+def test_in_maildir_mode_a_restart_asks_the_maildir_what_arrived(tmp_path):
+    config = make_config(tmp_path)  # delivery.mode = "maildir"
+    add_topics(config, "2026-11-28")
+    add_subscribers(config, 3)
+    clock = SteppingClock(MONDAY_8AM_NEW_YORK)
+    assert send_now(config, clock).sent == 3
+    files = sorted((Path(config.delivery.maildir) / "new").iterdir())
+    assert [f.name.split(".")[:3] for f in files] == [["digest", "1", str(i)] for i in (1, 2, 3)]
+    # As if killed between logging copy 2 and writing its file:
+    files[1].unlink()
+    db = open_database(config.storage.database)
+    with db.atomic():
+        db.execute("UPDATE digests SET status = 'sending'")
+        db.execute("UPDATE digest_sends SET status = 'sending' WHERE subscriber_id IN (2, 3)")
+    db.close()
+    again = send_now(config, clock)
+    assert (again.sent, again.skipped, again.uncertain) == (1, 2, 0) and again.finished
+    assert len(list((Path(config.delivery.maildir) / "new").iterdir())) == 3
+
+
 # -- exactly one copy each, even after kill -9 -------------------------------------------------------
 
 class StallingSink(SmtpSink):
@@ -338,10 +406,11 @@ class StallingSink(SmtpSink):
         return answer
 
 
-def _digest_send_process(config_file: Path) -> subprocess.Popen:
+def _digest_send_process(config_file: Path, *, capture: bool = True) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "mailer", "--config", str(config_file), "digest", "send", "--quiet"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=REPO, env=env, stdout=output, stderr=output)
 
 
 @pytest.mark.slow
@@ -359,7 +428,7 @@ def test_a_run_killed_with_sigkill_and_restarted_sends_exactly_one_copy_each(tmp
         addresses = add_subscribers(config, n)
         config_file = write_config_file(tmp_path, config)
 
-        process = _digest_send_process(config_file)
+        process = _digest_send_process(config_file, capture=False)
         wait_for(lambda: len(sink.messages) >= 150 or process.poll() is not None, timeout=60,
                  message="the sink to receive some digests")
         if stall:  # every connection is now waiting for an answer to a message the sink holds
@@ -391,6 +460,10 @@ def test_a_run_killed_with_sigkill_and_restarted_sends_exactly_one_copy_each(tmp
         assert missing <= uncertain, f"missing and not reported uncertain: {sorted(missing - uncertain)[:5]}"
         assert len(missing) <= config.digest.concurrency
     assert b"sent " in out
+    # Every copy the relay took (or may have taken) is in the archive, exactly once.
+    archived = rows(config.storage.database,
+                    "SELECT correspondent, count(*) AS n FROM messages WHERE kind = 'digest' GROUP BY correspondent")
+    assert len(archived) == n and all(r["n"] == 1 for r in archived)
 
 
 # -- the schedule --------------------------------------------------------------------------------------

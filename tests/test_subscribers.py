@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from mailer import bounces
@@ -274,6 +276,17 @@ def test_bad_addresses_are_refused_with_a_reason(case):
     given, reason = BAD[case]
     with pytest.raises(subs.InvalidAddress, match=reason):
         subs.normalize_email(given)
+
+
+@given(st.emails())
+@settings(max_examples=200, deadline=None)
+def test_normalising_is_idempotent_and_keeps_one_at(address):
+    try:
+        once = subs.normalize_email(address)
+    except subs.InvalidAddress:
+        return  # refusing is allowed (e.g. a quoted local part); guessing is not
+    assert subs.normalize_email(once) == once
+    assert once.count("@") == 1 and once == once.lower() and once.isascii()
 
 
 # -- the command line ---------------------------------------------------------------------------
