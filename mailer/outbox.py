@@ -19,7 +19,7 @@ from email.message import EmailMessage
 
 import sqlite_utils
 
-from .archive import Stored, raw_bytes, store_outbound
+from .archive import Stored, store_outbound
 from .clock import Clock, iso
 from .config import DeliveryConfig
 from .delivery import PermanentFailure, TemporaryFailure, Transport

@@ -7,7 +7,7 @@ real Maildir, and tests look at bytes on the wire and rows in the file.
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
 import smtplib
 import socket
 import sqlite3
@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
+from mailer import topics
 from mailer.config import Config, config_from_dict, resolve_paths
+from mailer.db import open_database
 from mailer.runner import BackgroundService
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,3 +143,28 @@ def letter(subject="Hello", body="Dear column,\r\nI have a question.\r\n", *,
     if extra_headers:
         head += "\r\n" + extra_headers.strip("\r\n").replace("\r\n", "\n").replace("\n", "\r\n")
     return (head + "\r\n\r\n" + body).encode("utf-8")
+
+
+class SteppingClock:
+    """A clock the test moves by hand (production code takes it as an argument)."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self.lock:
+            return self.now
+
+    def advance(self, **delta) -> None:
+        with self.lock:
+            self.now += dt.timedelta(**delta)
+
+
+def import_example_topics(config: Config) -> None:
+    """Put the shipped sample catalog (examples/topics.toml) into the config's archive."""
+    db = open_database(config.storage.database)
+    catalog, problems = topics.load_catalog(REPO / "examples" / "topics.toml")
+    assert not problems
+    topics.import_topics(db, catalog, clock=lambda: dt.datetime.now(dt.timezone.utc))
+    db.close()

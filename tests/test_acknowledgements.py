@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import email
 import json
-import threading
 from email import policy
 from pathlib import Path
 
@@ -18,42 +17,16 @@ import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
-from mailer import topics
 from mailer.cli import main
-from mailer.db import open_database
 from mailer.runner import BackgroundService
 
-from conftest import REPO, SmtpSink, free_port, letter, make_config, rows, send, wait_for
+from conftest import SmtpSink, SteppingClock, free_port, import_example_topics, letter, make_config, rows, send, wait_for
 
 THERAPIST_LETTER = (
     "Dear column,\r\n"
     "What is a therapist's job? My two therapists just took my money and I feel the same.\r\n"
     "How do I find a good therapist who actually helps?\r\n"
 )
-
-
-class SteppingClock:
-    """A clock the test moves by hand (production code takes it as an argument)."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-        self.lock = threading.Lock()
-
-    def __call__(self) -> dt.datetime:
-        with self.lock:
-            return self.now
-
-    def advance(self, **delta) -> None:
-        with self.lock:
-            self.now += dt.timedelta(**delta)
-
-
-def import_example_topics(config) -> None:
-    db = open_database(config.storage.database)
-    catalog, problems = topics.load_catalog(REPO / "examples" / "topics.toml")
-    assert not problems
-    topics.import_topics(db, catalog, clock=lambda: dt.datetime.now(dt.timezone.utc))
-    db.close()
 
 
 def maildir_messages(config) -> list[email.message.EmailMessage]:

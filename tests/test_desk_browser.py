@@ -19,7 +19,8 @@ from mailer import desk
 from mailer.runner import BackgroundService
 
 from conftest import free_port, make_config, rows, wait_for
-from test_desk_cli import import_topics, write_letters
+from conftest import import_example_topics
+from test_desk_cli import write_letters
 
 pytestmark = pytest.mark.browser
 
@@ -58,7 +59,7 @@ def served(tmp_path):
     """A running service with the web desk, Dana's and Sam's threads in its archive."""
     config = make_config(tmp_path, web={"enabled": True, "port": free_port(),
                                         "password_hash": desk.hash_password(PASSWORD)})
-    import_topics(config)
+    import_example_topics(config)
     with BackgroundService(config) as running:
         ids = write_letters(config, running)
         yield config, running, ids, f"http://127.0.0.1:{config.web.port}"

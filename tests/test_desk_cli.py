@@ -25,7 +25,7 @@ from mailer.cli import main
 from mailer.db import open_database
 from mailer.runner import BackgroundService
 
-from conftest import REPO, letter, make_config, rows, send, wait_for
+from conftest import REPO, import_example_topics, letter, make_config, rows, send, wait_for
 
 DANA_LETTER = (REPO / "examples" / "letter.eml").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 DANA_MESSAGE_ID = "<20261110211407.4f2a9c@example.org>"
@@ -40,14 +40,6 @@ SAM_BODY = (
     "Thanks,\r\n"
     "Sam\r\n"
 )
-
-
-def import_topics(config) -> None:
-    db = open_database(config.storage.database)
-    catalog, problems = topics.load_catalog(REPO / "examples" / "topics.toml")
-    assert not problems
-    topics.import_topics(db, catalog, clock=lambda: dt.datetime.now(dt.timezone.utc))
-    db.close()
 
 
 def all_processed(config, count: int) -> bool:
@@ -94,7 +86,7 @@ def archive_dir(tmp_path_factory):
     """One archive with Dana's and Sam's threads, shared by the read-only tests."""
     tmp_path = tmp_path_factory.mktemp("desk-archive")
     config = make_config(tmp_path)
-    import_topics(config)
+    import_example_topics(config)
     with BackgroundService(config) as running:
         ids = write_letters(config, running)
     return tmp_path, config, ids
@@ -104,7 +96,7 @@ def archive_dir(tmp_path_factory):
 def fresh(tmp_path):
     """A fresh archive with the same letters, for tests that change it."""
     config = make_config(tmp_path)
-    import_topics(config)
+    import_example_topics(config)
     with BackgroundService(config) as running:
         ids = write_letters(config, running)
     return config, ids, config_file_for(config, tmp_path)

@@ -24,7 +24,8 @@ from mailer.web.desk import CONTENT_SECURITY_POLICY, LoginLimiter
 from mailer.writer import DatabaseWriter
 
 from conftest import letter, make_config, rows, send, wait_for
-from test_desk_cli import all_processed, import_topics, write_letters
+from conftest import import_example_topics
+from test_desk_cli import all_processed, write_letters
 
 PASSWORD = "a long and quiet morning"
 SECRET = "test-secret-key-0123456789abcdef"
@@ -57,7 +58,7 @@ def thread_of(config, correspondent: str) -> int:
 
 def make_archive(tmp_path):
     config = make_config(tmp_path)
-    import_topics(config)
+    import_example_topics(config)
     with BackgroundService(config) as running:
         ids = write_letters(config, running)
         write_hostile_letters(config, running, 3)

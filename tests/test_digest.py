@@ -17,7 +17,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from email import policy
 from pathlib import Path
 
@@ -34,25 +33,9 @@ from mailer.runner import BackgroundService
 from mailer.scheduler import Schedule, crontab_weekdays, due_fire_time, load_schedules, next_fire_times
 from mailer.subscribers import token_key
 
-from conftest import REPO, SmtpSink, free_port, letter, make_config, rows, send, wait_for
+from conftest import REPO, SmtpSink, SteppingClock, free_port, letter, make_config, rows, send, wait_for
 
 MONDAY_8AM_NEW_YORK = dt.datetime(2026, 11, 30, 13, 0, tzinfo=dt.timezone.utc)
-
-
-class SteppingClock:
-    """A clock the test moves by hand (production code takes it as an argument)."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-        self.lock = threading.Lock()
-
-    def __call__(self) -> dt.datetime:
-        with self.lock:
-            return self.now
-
-    def advance(self, **delta) -> None:
-        with self.lock:
-            self.now += dt.timedelta(**delta)
 
 
 # -- helpers ---------------------------------------------------------------------------

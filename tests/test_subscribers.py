@@ -28,7 +28,8 @@ from mailer.cli import main
 from mailer.runner import BackgroundService
 
 from conftest import FIXTURES, free_port, letter, make_config, rows, send, wait_for
-from test_digest import SteppingClock, write_config_file
+from conftest import SteppingClock
+from test_digest import write_config_file
 
 START = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)
 _NUMBERS = itertools.count(1)
