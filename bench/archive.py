@@ -30,7 +30,6 @@ import math
 import os
 import random
 import re
-import sqlite3
 import sys
 import tempfile
 import time

@@ -22,9 +22,14 @@ DATA, the moment the letter is safe; letters/s is N over the wall time of the
 whole run. After the last 250 the bench also waits for the pipeline to write
 the last acknowledgement and reports when that happened.
 
-    .venv/bin/python bench/ingest.py [--quick] [--letters N] [--clients C]
+    .venv/bin/python bench/ingest.py [--quick] [--letters N] [--clients C] [--rate R]
                                      [--client raw|aiosmtplib|smtplib] [--no-pin]
                                      [--profile py-spy|cprofile] [--keep]
+
+``--rate R`` offers R letters a second (open loop) instead of as many as the
+clients can send: latency then shows what a sender sees at that load.
+``--profile py-spy`` needs ``pip install py-spy`` in the venv; the profile
+(collapsed stacks) is left in the kept folder.
 """
 
 from __future__ import annotations

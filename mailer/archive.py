@@ -260,7 +260,8 @@ def list_threads(
     # The order is six runs, each a range of the threads_inbox index already
     # sorted by last_message_at, so each run is read only as far as the page
     # needs. One ORDER BY over all threads sorted every non-urgent thread for
-    # any page past the urgent ones (250 ms at 158,000 threads; now ~5 ms).
+    # any page past the urgent ones: at 158,000 threads the page at offset
+    # 1,700 took 261 ms, now 1.2 ms (bench/archive.py).
     found: list[dict] = []
     for run_urgent, run_status in _INBOX_RUNS:
         if len(found) >= limit:
@@ -321,8 +322,8 @@ def thread_counts(db: sqlite_utils.Database) -> dict[str, int]:
     counts = {status: 0 for status in THREAD_STATUSES}
     if _urgent_is_a_flag(db):
         # One range count per status on the threads_inbox index: a GROUP BY
-        # status cannot use it (status is its second column) and took 44 ms
-        # on 158,000 threads; these take 11 ms (bench/archive.py).
+        # status cannot use it (status is its second column) and took 44-48 ms
+        # on 158,000 threads; these take 11-13 ms (bench/archive.py).
         for status in THREAD_STATUSES:
             counts[status] = db.execute(
                 "SELECT count(*) FROM threads WHERE urgent IN (0, 1) AND status = ?", [status]

@@ -201,9 +201,14 @@ def test_every_letter_that_got_250_survives_kill_9_exactly_once_and_unanswered_o
     server.start()
     client.start()
     accepted_at_kill = []
+    # Three random moments in the burst: when a random share of it has been
+    # accepted, give or take a few milliseconds.
+    targets = sorted(rng.randint(len(letters) // 10, len(letters) * 9 // 10) for _ in range(3))
     try:
-        for _ in range(3):
-            time.sleep(rng.uniform(0.2, 0.9))  # a random moment in the burst
+        for target in targets:
+            wait_for(lambda: len(client.accepted) >= target, timeout=60, interval=0.001,
+                     message=f"{target} letters accepted (seed {seed})")
+            time.sleep(rng.uniform(0.0, 0.02))
             server.kill9()
             accepted_at_kill.append(len(client.accepted))
             time.sleep(rng.uniform(0.0, 0.3))
