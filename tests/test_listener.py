@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -520,3 +521,25 @@ def test_sigterm_stops_mailer_serve_cleanly_and_keeps_the_letter(tmp_path):
     ]
     wal = Path(f"{database}-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_a_letter_sent_with_swaks_as_the_readme_shows_is_archived(service, config):
+    # A second, independent SMTP client (Perl), so the listener is not only
+    # ever tested against Python's own smtplib.
+    swaks = shutil.which("swaks")
+    if swaks is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("swaks is missing on CI: .ci/run installs it with apt-get")
+        pytest.skip("swaks is not installed (apt-get install swaks)")
+    result = subprocess.run(
+        [swaks, "--server", f"127.0.0.1:{service.smtp_port}", "--from", "dana@example.org",
+         "--to", "letters@column.example", "--header", "Subject: What is a therapist's job?",
+         "--body", "My two therapists just took my money. What is a therapist's job?"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 2.0.0 Ok: queued as" in result.stdout
+    stored = rows(config.storage.database,
+                  "SELECT subject, body_text, mail_from FROM messages WHERE direction = 'inbound'")
+    assert [(r["subject"], r["mail_from"]) for r in stored] == [("What is a therapist's job?", "dana@example.org")]
+    assert "took my money" in stored[0]["body_text"]
