@@ -9,17 +9,20 @@ write more than once, replies that join their thread by In-Reply-To, and a
 columnist's reply in one thread in five. Threads are then spread over the
 desk's statuses (most archived, some answered, the newest new, a few urgent).
 
-Then it times, on one connection, what the columnist waits for:
+Then it times, on one connection, what the columnist waits for: the queries
+each page of the web desk runs (the functions in ``mailer.web.desk`` call
+these, and only these, for the page):
 
-* the inbox page: ``list_threads`` (first page, then later pages) plus ``thread_counts``;
-* opening a thread: ``get_thread`` plus ``thread_messages``;
-* a full-text search with ``archive.search``: one to three words, and a phrase;
-* and, when ``mailer.desk`` is there, the web desk's own inbox page
-  (``desk.inbox`` + ``desk.view_counts``), ``desk.thread_detail`` and ``desk.search``.
+* the inbox page: ``desk.inbox(view="inbox")`` for page 1, then pages 2-20,
+  plus ``desk.view_counts`` (the tab counts every desk page shows);
+* the other tabs (urgent, new, answered, archived, all), first page, plus the counts;
+* a thread page: ``desk.thread_detail`` plus ``desk.view_counts``;
+* the search page: ``desk.search`` (one to three words, and a phrase) plus ``desk.view_counts``;
 
-and reports p50 and p99 of each, and the size of the database per letter.
+and reports p50 and p99 of each, how many one-word searches matched more
+messages than are ranked, and the size of the database per letter.
 
-    .venv/bin/python bench/archive.py [--quick] [--letters N] [--rounds N] [--rebuild]
+    .venv/bin/python bench/archive.py [--quick] [--letters N] [--rounds N] [--rebuild] [--compare-ranking]
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ sys.path.insert(0, str(HERE))
 import _common  # noqa: E402
 from _common import REPO, percentile  # noqa: E402
 
-from mailer import archive  # noqa: E402
+from mailer import archive, desk  # noqa: E402
 from mailer.db import open_database  # noqa: E402
+from mailer.web.desk import PAGE_SIZE  # noqa: E402
 
 #: Bump when the generator changes, so a cached archive is rebuilt.
 GENERATOR_VERSION = 1
@@ -200,29 +204,28 @@ def cached_archive(letters: int, rebuild: bool) -> tuple[Path, float | None]:
     return path, seconds
 
 
-def desk_results(db, rng: random.Random, rounds: int, max_thread: int, queries: dict) -> list:
-    """The same three waits through the web desk's own functions, when mailer.desk has them."""
-    try:
-        from mailer import desk
-        inbox, counts, detail, find = desk.inbox, desk.view_counts, desk.thread_detail, desk.search
-    except (ImportError, AttributeError):
-        return []
-
-    def page(number: int) -> None:
-        inbox(db, view="inbox", offset=number * 50)
-        counts(db)
-
-    def show(thread_id: int) -> None:
-        try:
-            detail(db, thread_id)
-        except Exception:  # noqa: BLE001 - a thread id with no thread: still a lookup
-            pass
-
-    return [
-        ("desk: inbox page + view_counts", timed(page, [0] * rounds)),
-        ("desk: thread_detail", timed(show, [rng.randint(1, max_thread) for _ in range(rounds)])),
-        ("desk: search, one word", timed(lambda q: find(db, q), queries["one word"])),
-    ]
+def compare_ranking(db, real: list[str], rounds: int, letters: int) -> None:
+    """archive.search alone, ranking every match or only the newest N: time, and the top 50 it keeps."""
+    rng = random.Random(12)
+    sets = {"one word": [rng.choice(real) for _ in range(rounds)],
+            "three words": [" ".join(rng.choice(real) for _ in range(3)) for _ in range(rounds)]}
+    rows = []
+    for name, queries in sets.items():
+        best = {q: {r["id"] for r in archive.search(db, q, rank_newest=None)} for q in queries}
+        for newest in (None, 40_000, 20_000, 10_000, 5_000):
+            capped, kept = 0, []
+            ms = timed(lambda q: archive.search(db, q, rank_newest=newest), queries)
+            for q in queries:
+                hits = archive.search(db, q, rank_newest=newest)
+                capped += bool(hits.ranked_newest)
+                kept.append(len(best[q] & {r["id"] for r in hits}) / len(best[q]) if best[q] else 1.0)
+            rows.append([name, f"{newest:,}" if newest else "every match", f"{percentile(ms, 50):.1f}",
+                         f"{percentile(ms, 99):.1f}", f"{capped} of {len(queries)}", f"{sum(kept) / len(kept):.2f}"])
+    _common.print_table(
+        f"archive.search, ranking all matches or the newest N: {letters:,} letters",
+        ["queries", "ranked", "p50 ms", "p99 ms", "more matches than ranked", "top 50 kept"], rows,
+        ["top 50 kept: the share of the best 50 by bm25 over every match that the capped search also returns"],
+    )
 
 
 def timed(fn, samples: list) -> list[float]:
@@ -240,11 +243,14 @@ def main() -> int:
     parser.add_argument("--letters", type=int, help="How many letters the archive holds.")
     parser.add_argument("--rounds", type=int, default=300, help="Timed runs of each query (default 300).")
     parser.add_argument("--rebuild", action="store_true", help="Build the archive again even if cached.")
+    parser.add_argument("--compare-ranking", action="store_true",
+                        help="Instead: time archive.search ranking every match or only the newest N, and how "
+                             "much of the full ranking's top 50 each keeps.")
     args = parser.parse_args()
     letters = args.letters or (20_000 if args.quick else 200_000)
     path, build_seconds = cached_archive(letters, args.rebuild)
 
-    db = open_database(path)
+    db = open_database(path)  # brings a cached archive's schema forward (migration 5 on issue 6)
     rng = random.Random(5)
     n_threads = db.execute("SELECT count(*) FROM threads").fetchone()[0]
     n_messages = db.execute("SELECT count(*) FROM messages").fetchone()[0]
@@ -258,16 +264,25 @@ def main() -> int:
             and w not in ("dear", "column")][:300]
     rounds = args.rounds
 
-    def inbox(page: int) -> None:
-        archive.list_threads(db, offset=page * 100)
-        archive.thread_counts(db)
+    # What mailer/web/desk.py runs for each page (one more row than a page, to know if there is a next).
+    def inbox_page(view_and_page: tuple[str, int]) -> None:
+        view, page = view_and_page
+        desk.inbox(db, view=view, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+        desk.view_counts(db)
 
-    def show(thread_id: int) -> None:
-        archive.get_thread(db, thread_id)
-        archive.thread_messages(db, thread_id)
+    def thread_page(thread_id: int) -> None:
+        try:
+            desk.thread_detail(db, thread_id)
+        except desk.ThreadNotFound:  # a forgotten thread: still a lookup, and a 404 page
+            pass
+        desk.view_counts(db)
 
-    def search(query: str) -> None:
-        archive.search(db, query)
+    capped = []
+
+    def search_page(query: str) -> None:
+        result = desk.search(db, query)
+        capped.append(bool(getattr(result, "ranked_newest", None)))
+        desk.view_counts(db)
 
     queries = {
         "one word": [rng.choice(real) for _ in range(rounds)],
@@ -275,14 +290,22 @@ def main() -> int:
         "three words": [" ".join(rng.choice(real) for _ in range(3)) for _ in range(rounds)],
         "a phrase": [f'"{rng.choice(real)} {rng.choice(real)}"' for _ in range(rounds)],
     }
-    timed(inbox, [0] * 5)  # warm the page cache, as a running desk would have it
+    if args.compare_ranking:
+        compare_ranking(db, real, min(rounds, 100), letters)
+        return 0
+    tabs = [v for v in desk.INBOX_VIEWS if v != "inbox"]
+    timed(inbox_page, [("inbox", 1)] * 5)  # warm the page cache, as a running desk would have it
     results = [
-        ("inbox, first page + counts", timed(inbox, [0] * rounds)),
-        ("inbox, pages 2-20 + counts", timed(inbox, [rng.randint(1, 19) for _ in range(rounds)])),
-        ("open a thread", timed(show, [rng.randint(1, max_thread) for _ in range(rounds)])),
+        ("inbox page 1 + counts", timed(inbox_page, [("inbox", 1)] * rounds)),
+        ("inbox pages 2-20 + counts", timed(inbox_page, [("inbox", rng.randint(2, 20)) for _ in range(rounds)])),
+        ("other tabs, page 1 + counts", timed(inbox_page, [(tabs[i % len(tabs)], 1) for i in range(rounds)])),
+        ("thread page + counts", timed(thread_page, [rng.randint(1, max_thread) for _ in range(rounds)])),
     ]
-    results += [(f"search, {name}", timed(search, samples)) for name, samples in queries.items()]
-    results += desk_results(db, rng, rounds, max_thread, queries)
+    for name, samples in queries.items():
+        capped.clear()
+        results.append((f"search page, {name} + counts", timed(search_page, samples)))
+        if name == "one word":
+            one_word_capped = sum(capped)
     db.close()
 
     size = sum(Path(str(path) + s).stat().st_size for s in ("", "-wal") if Path(str(path) + s).exists())
@@ -290,22 +313,24 @@ def main() -> int:
     worst = 0.0
     for name, ms in results:
         p50, p99 = percentile(ms, 50), percentile(ms, 99)
-        if not name.startswith("desk:"):
-            worst = max(worst, p99)
-        rows.append([name, f"{p50:.1f}", f"{p99:.1f}", f"{max(ms):.1f}", "yes" if p99 < AIM_MS else "NO"])
+        worst = max(worst, p50, p99)
+        rows.append([name, f"{p50:.1f}", f"{p99:.1f}", f"{max(ms):.1f}", "yes" if max(p50, p99) < AIM_MS else "NO"])
     info = _common.machine()
+    limit = getattr(archive, "RANK_NEWEST", None)
     notes = [
         f"archive: {letters:,} letters, {n_messages:,} messages in {n_threads:,} threads; "
         f"{size / 1e6:,.0f} MB on disk = {size / letters / 1024:.1f} kB per letter (raw, parsed fields, FTS index)",
         f"{path}" + (f" built in {build_seconds:.0f} s ({letters / build_seconds:,.0f} letters/s)"
                      if build_seconds else " (cached; --rebuild to build it again)"),
-        f"{rounds} runs of each; aim for mailer.archive: p99 under {AIM_MS:.0f} ms: "
-        + ("met" if worst < AIM_MS else "MISSED") + " (the desk: rows are the web desk's own queries)",
-        f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}",
+        f"{rounds} runs of each; aim: p50 and p99 under {AIM_MS:.0f} ms: " + ("met" if worst < AIM_MS else "MISSED"),
+        (f"one-word searches matching more than {limit:,} messages (only the newest {limit:,} ranked): "
+         f"{one_word_capped} of {rounds}") if limit else "every match ranked (no archive.RANK_NEWEST)",
+        f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}; "
+        f"load average {os.getloadavg()[0]:.1f}",
     ]
     _common.print_table(
         f"mailer archive bench, {dt.date.today().isoformat()}: {letters:,} letters",
-        ["query", "p50 ms", "p99 ms", "max ms", f"p99 < {AIM_MS:.0f} ms"], rows, notes,
+        ["desk page", "p50 ms", "p99 ms", "max ms", f"< {AIM_MS:.0f} ms"], rows, notes,
     )
     return 0
 

@@ -24,7 +24,7 @@ the last acknowledgement and reports when that happened.
 
     .venv/bin/python bench/ingest.py [--quick] [--letters N] [--clients C] [--rate R]
                                      [--client raw|aiosmtplib|smtplib] [--no-pin]
-                                     [--profile py-spy|cprofile] [--keep]
+                                     [--profile py-spy|cprofile] [--keep] [--json]
 
 ``--rate R`` offers R letters a second (open loop) instead of as many as the
 clients can send: latency then shows what a sender sees at that load.
@@ -418,6 +418,9 @@ def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> di
             time.sleep(0.05)
         result["acknowledged"] = done - WARM_UP
         result["acks_done_after"] = time.time() - result["finished_at"]
+        # Everything the server spent on the run, acknowledgements included,
+        # whether they were written during the burst or after it.
+        result["server_cpu_to_last_ack"] = _cpu_seconds(server_pid) - cpu0
     finally:
         _common.stop(proc, timeout=120)
         log.close()
@@ -491,6 +494,7 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="Do not pin client and server to separate cores.")
     parser.add_argument("--profile", choices=("py-spy", "cprofile"), help="Profile the mailer server (figures get slower).")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder (database, Maildir, log).")
+    parser.add_argument("--json", action="store_true", help="Also print the figures as one JSON line (to compare runs).")
     parser.add_argument("--role", choices=("bench", "client", "bare-server"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -528,7 +532,9 @@ def main() -> int:
         f"mailer / bare = {ratio:.2f} (aim >= {AIM_RATIO}); mailer p99 {mailer['p99']:.1f} ms (aim < {AIM_P99_MS:.0f} ms): "
         + ("aims met" if ratio >= AIM_RATIO and mailer["p99"] < AIM_P99_MS else "aim MISSED"),
         f"pipeline: {raw_mailer['acknowledged']:,} of {args.letters:,} letters acknowledged into the Maildir, "
-        f"the last {raw_mailer['acks_done_after']:.1f} s after the last 250 ({raw_mailer['topics']} topics)",
+        f"the last {raw_mailer['acks_done_after']:.1f} s after the last 250 ({raw_mailer['topics']} topics); "
+        f"server CPU to the last acknowledgement {raw_mailer['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f} us "
+        "per letter",
         f"client: {args.client}, {args.clients} {'at most ' if args.rate else ''}concurrent, one connection per letter, "
         f"{bare['client_cpu_per_letter']:,.0f} us client CPU per letter; "
         + (f"server pinned to CPU {min(cpus[0])}, client to CPU {min(cpus[1])}" if cpus else "not pinned"),
@@ -540,6 +546,15 @@ def main() -> int:
         if r["errors"]:
             first = (raw_mailer if r is mailer else {}).get("errors") or []
             notes.append(f"{r['name']}: {r['errors']} letters failed {first[:3]}")
+    if args.json:
+        print(json.dumps({
+            "letters": args.letters, "ratio": round(ratio, 3),
+            **{f"{key}_{name}": round(r[name], 2) for key, r in (("bare", bare), ("mailer", mailer))
+               for name in ("rate", "p50", "p99", "max", "server_cpu_per_letter")},
+            "acks_done_after": round(raw_mailer["acks_done_after"], 2),
+            "server_cpu_to_last_ack_per_letter": round(raw_mailer["server_cpu_to_last_ack"] / args.letters * 1e6),
+            "errors": mailer["errors"] + bare["errors"],
+        }))
     _common.print_table(
         f"mailer ingest bench, {dt.date.today().isoformat()}: {args.letters:,} letters",
         ["server", "letters/s", "p50 ms", "p99 ms", "max ms", "server CPU us/letter", "250s", "errors"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import json
 import re
 import sqlite3
@@ -108,7 +109,7 @@ def store_inbound(
             thread_id=thread_id, processed_at=None,
             meta={"delivery_report": True} if parsed.is_delivery_report else {},
         )
-        _touch_thread(db, thread_id, now, reopen=(kind == "letter"))
+        _touch_thread(db, thread_id, now, reopen=(kind == "letter"), letter=(kind == "letter"))
     return Stored(message_id, thread_id, parsed=parsed)
 
 
@@ -122,9 +123,15 @@ def store_outbound(
     clock: Clock,
     thread_id: int | None = None,
     meta: dict | None = None,
+    parsed: ParsedMessage | None = None,
 ) -> Stored:
-    """Archive a message we are about to send, in its thread (or a new one)."""
-    parsed = parse_message(raw)
+    """Archive a message we are about to send, in its thread (or a new one).
+
+    ``parsed``: the fields of ``raw`` when the caller has them already (our
+    own mail, see ``parsing.parse_own``); otherwise ``raw`` is parsed here.
+    """
+    if parsed is None:
+        parsed = parse_message(raw)
     correspondent = (rcpt_to[0] if rcpt_to else "").casefold()
     now = iso(clock())
     with db.atomic():
@@ -208,11 +215,13 @@ def _thread_for(db, parsed: ParsedMessage, correspondent: str, now: str, clock: 
     return cursor.lastrowid
 
 
-def _touch_thread(db, thread_id: int, now: str, *, reopen: bool) -> None:
-    # A reader writing again puts an answered or archived thread back on the desk.
+def _touch_thread(db, thread_id: int, now: str, *, reopen: bool, letter: bool = False) -> None:
+    # A reader writing again puts an answered or archived thread back on the
+    # desk; a reader's letter makes it a thread the desk lists (has_letter).
     db.execute(
         "UPDATE threads SET message_count = message_count + 1, last_message_at = max(last_message_at, ?)"
         + (", status = 'new'" if reopen else "")
+        + (", has_letter = 1" if letter else "")
         + " WHERE id = ?",
         [now, thread_id],
     )
@@ -251,119 +260,223 @@ def list_threads(
     status: str | None = None,
     urgent: bool | None = None,
     since: str | None = None,
+    open_only: bool = False,
+    letters_only: bool = False,
+    previews: bool = False,
     limit: int = 100,
     offset: int = 0,
 ) -> list[dict]:
-    """Threads for the inbox: urgent first, then new, then newest activity first."""
-    if limit < 0 or offset < 0 or not _urgent_is_a_flag(db):
-        return _list_threads_sorted(db, status=status, urgent=urgent, since=since, limit=limit, offset=offset)
-    # The order is six runs, each a range of the threads_inbox index already
-    # sorted by last_message_at, so each run is read only as far as the page
-    # needs. One ORDER BY over all threads sorted every non-urgent thread for
-    # any page past the urgent ones: at 158,000 threads the page at offset
-    # 1,700 took 261 ms, now 1.2 ms (bench/archive.py).
+    """Threads in the inbox order: urgent and still open first, then new, answered, archived.
+
+    Within each of those, newest activity first. ``urgent`` keeps only
+    threads flagged urgent (True) or not (False); ``open_only`` leaves out
+    archived threads; ``letters_only`` leaves out threads no reader wrote a
+    letter in (digest copies, confirmations, bounces). With ``previews``
+    each row returned also has ``reader_name`` and ``preview``: the sender's
+    name and the first PREVIEW_SOURCE_CHARS characters of the thread's latest
+    inbound message (looked up for the returned rows only).
+    """
+    limit = limit if limit >= 0 else _NO_LIMIT
+    offset = max(0, offset)
+    # The order is five runs, each a range of one index already sorted by
+    # last_message_at, so each run is read only as far as the page needs.
+    # One ORDER BY over every thread (with an EXISTS per thread for
+    # letters_only) sorted them all for every page: 641 ms for the desk's
+    # first page at 158,000 threads (bench/archive.py).
+    runs = [
+        (run_status, urgent if run_urgent is None else run_urgent) for run_status, run_urgent in _INBOX_RUNS
+        if not (status and run_status != status) and not (open_only and run_status == "archived")
+        and (urgent is None or run_urgent is None or run_urgent == urgent)
+    ]
     found: list[dict] = []
-    for run_urgent, run_status in _INBOX_RUNS:
+    for n, (run_status, wanted) in enumerate(runs):
         if len(found) >= limit:
             break
-        if status and run_status != status:
-            continue
-        if urgent is not None and run_urgent != (1 if urgent else 0):
-            continue
-        where, params = "urgent = ? AND status = ?", [run_urgent, run_status]
-        if since:
-            where += " AND last_message_at >= ?"
-            params.append(since)
-        if offset:
-            size = db.execute(f"SELECT count(*) FROM threads WHERE {where}", params).fetchone()[0]
+        if offset and n < len(runs) - 1:  # the last run needs no count: OFFSET past its end is empty
+            size = _run_size(db, run_status, wanted, letters_only, since)
             if offset >= size:
                 offset -= size
                 continue
+        index, where, params = _run(run_status, wanted, letters_only, since)
         found += db.query(
-            f"SELECT * FROM threads WHERE {where} ORDER BY last_message_at DESC, id DESC LIMIT ? OFFSET ?",
+            f"SELECT * FROM threads INDEXED BY {index} WHERE {where} "
+            "ORDER BY last_message_at DESC, id DESC LIMIT ? OFFSET ?",
             params + [limit - len(found), offset],
         )
         offset = 0
+    if previews:
+        for row in found:
+            latest = db.execute(
+                "SELECT from_name, substr(body_text, 1, ?) FROM messages WHERE thread_id = ? "
+                "AND direction = 'inbound' ORDER BY created_at DESC, id DESC LIMIT 1",
+                [PREVIEW_SOURCE_CHARS, row["id"]],
+            ).fetchone()
+            row["reader_name"], row["preview"] = (latest[0] or "", latest[1] or "") if latest else ("", "")
     return found
 
 
-#: The inbox order, run by run: urgent before not, then new, answered, archived.
-_INBOX_RUNS = [(urgent, status) for urgent in (1, 0) for status in THREAD_STATUSES]
+#: How much of the latest inbound message ``list_threads(previews=True)`` returns.
+PREVIEW_SOURCE_CHARS = 600
+_NO_LIMIT = 2**62
+
+#: The inbox order, run by run: (status, urgent). Urgent threads that are
+#: still open come first; an archived thread is just archived, urgent or not
+#: (urgent None: both, in one run).
+_INBOX_RUNS = (("new", True), ("answered", True), ("new", False), ("answered", False), ("archived", None))
 
 
-def _urgent_is_a_flag(db: sqlite_utils.Database) -> bool:
-    """Whether every thread's urgent is 0 or 1 (two index probes; anything else sorts the slow way)."""
-    return db.execute("SELECT 1 FROM threads WHERE urgent < 0 OR urgent > 1 LIMIT 1").fetchone() is None
-
-
-def _list_threads_sorted(db, *, status, urgent, since, limit, offset) -> list[dict]:
-    where, params = [], []
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    if urgent is not None:
-        where.append("urgent = ?")
-        params.append(1 if urgent else 0)
+def _run(status: str, urgent: bool | None, letters_only: bool, since: str | None) -> tuple[str, str, list]:
+    """The index and WHERE clause of one run of the inbox order (see migration 5)."""
+    # INDEXED BY because the planner, seeing has_letter and status both
+    # pinned in threads_letters, would walk every answered thread to find the
+    # few urgent ones rather than take the small threads_urgent index.
+    if urgent:
+        index, where = "threads_urgent", ["status = ?", "urgent = 1"]
+    else:
+        index, where = ("threads_letters" if letters_only else "threads_by_status"), ["status = ?"]
+        if urgent is False:
+            where.append("urgent != 1")
+    params: list = [status]
+    if letters_only:
+        where.append("has_letter = 1")
     if since:
         where.append("last_message_at >= ?")
         params.append(since)
-    sql = "SELECT * FROM threads"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += (
-        " ORDER BY urgent DESC, CASE status WHEN 'new' THEN 0 WHEN 'answered' THEN 1 ELSE 2 END,"
-        " last_message_at DESC, id DESC LIMIT ? OFFSET ?"
-    )
-    return list(db.query(sql, params + [limit, offset]))
+    return index, " AND ".join(where), params
 
 
-def thread_counts(db: sqlite_utils.Database) -> dict[str, int]:
-    """How many threads are in each status, plus how many are urgent."""
-    counts = {status: 0 for status in THREAD_STATUSES}
-    if _urgent_is_a_flag(db):
-        # One range count per status on the threads_inbox index: a GROUP BY
-        # status cannot use it (status is its second column) and took 44-48 ms
-        # on 158,000 threads; these take 11-13 ms (bench/archive.py).
-        for status in THREAD_STATUSES:
-            counts[status] = db.execute(
-                "SELECT count(*) FROM threads WHERE urgent IN (0, 1) AND status = ?", [status]
-            ).fetchone()[0]
-    else:
-        for status, n in db.execute("SELECT status, count(*) FROM threads GROUP BY status"):
-            counts[status] = n
-    counts["urgent"] = db.execute(
-        "SELECT count(*) FROM threads WHERE urgent = 1 AND status != 'archived'"
-    ).fetchone()[0]
+def _run_size(db: sqlite_utils.Database, status: str, urgent: bool | None, letters_only: bool,
+              since: str | None) -> int:
+    """How many threads one run of the inbox order holds, counted on its index."""
+    if urgent is False:
+        # Everything in the status minus its urgent threads: two index counts,
+        # where "urgent != 1" would read every row from the table.
+        return (_run_size(db, status, None, letters_only, since)
+                - _run_size(db, status, True, letters_only, since))
+    index, where, params = _run(status, urgent, letters_only, since)
+    return db.execute(f"SELECT count(*) FROM threads INDEXED BY {index} WHERE {where}", params).fetchone()[0]
+
+
+def thread_counts(db: sqlite_utils.Database, *, letters_only: bool = False) -> dict[str, int]:
+    """How many threads each status holds, and how many are urgent.
+
+    ``urgent`` counts urgent threads not archived, ``waiting`` those of them
+    still new; ``letters_only`` as in list_threads. ``all`` is every thread
+    in the archive, letters or not.
+    """
+    # Read from the tally the threads table's triggers keep (migration 5):
+    # counting on the indexes took 12 ms at 158,000 threads and grows with
+    # the archive; a GROUP BY over the table took 44-48 ms.
+    counts = {status: 0 for status in THREAD_STATUSES} | {"urgent": 0, "waiting": 0, "all": 0}
+    for has_letter, status, urgent, n in db.execute(
+        "SELECT has_letter, status, urgent, n_threads FROM thread_tally"
+    ):
+        counts["all"] += n
+        if letters_only and not has_letter:
+            continue
+        counts[status] += n
+        if urgent and status != "archived":
+            counts["urgent"] += n
+            counts["waiting"] += n if status == "new" else 0
     return counts
 
 
-def search(db: sqlite_utils.Database, query: str, *, limit: int = 50) -> list[dict]:
+#: When more messages than this match a search, only the newest this many are
+#: ranked. Ranking is bm25 over every match, and a common word is in a tenth
+#: to a half of all letters: ranking them all took up to 346 ms on 200,000
+#: letters, ranking the newest 10,000 takes about 15 (docs/performance.md).
+RANK_NEWEST = 10_000
+
+
+class SearchHits(list):
+    """The rows a search found, best first.
+
+    ``ranked_newest`` is None when every match was ranked, else how many of
+    the newest matches were (more than that matched).
+    """
+
+    ranked_newest: int | None = None
+
+
+def search(
+    db: sqlite_utils.Database,
+    query: str,
+    *,
+    limit: int = 50,
+    marks: tuple[str, str] = ("[", "]"),
+    snippet_words: int = 12,
+    rank_newest: int | None = RANK_NEWEST,
+) -> SearchHits:
     """Full-text search over subjects, bodies and senders, best matches first.
 
-    Returns rows with a ``snippet`` in which matches are wrapped in ``[`` ``]``.
+    Each row is the message (id, thread_id, direction, kind, created_at,
+    from_addr, from_name, correspondent, subject), its thread's ``status``
+    and ``urgent``, a ``snippet`` of the body and the whole subject
+    (``subject_marked``) with each match between ``marks``, and its bm25
+    ``rank`` (lower is better). When more than ``rank_newest`` messages
+    match, only the newest ``rank_newest`` are ranked (the result's
+    ``ranked_newest`` says so); None ranks every match.
     Raises SearchSyntaxError with an explanation for a query FTS5 rejects.
     """
     query = (query or "").strip()
     if not query:
         raise SearchSyntaxError("the search is empty: give at least one word")
-    # Ranking through FTS5's own rank column lets FTS5 sort the matches
-    # itself, so the join and snippet() run for the rows returned only, not
-    # for every match: 2-5x faster on a big archive, same rows, same order.
-    sql = (
-        "SELECT m.id, m.thread_id, m.direction, m.kind, m.created_at, m.from_addr, m.from_name, "
-        "m.subject, snippet(messages_fts, 1, '[', ']', ' … ', 12) AS snippet, "
-        "messages_fts.rank AS rank "
-        "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-        "WHERE messages_fts MATCH ? AND messages_fts.rank MATCH 'bm25(3.0, 1.0, 2.0, 2.0)' "
-        "ORDER BY messages_fts.rank LIMIT ?"
-    )
     try:
-        return list(db.query(sql, [query, limit]))
+        # One walk down the match list, newest first, ranking as it goes and
+        # stopping after rank_newest (+1, to know whether more matched).
+        # Asking FTS5 to ORDER BY rank ranks every match, and finding the
+        # cut-off first walked the list twice: 50-60 ms for three common
+        # words on 200,000 letters, now under 40 (docs/performance.md).
+        ranked = db.execute(
+            "SELECT rowid, rank FROM messages_fts "
+            f"WHERE messages_fts MATCH ? AND rank MATCH '{_BM25}' ORDER BY rowid DESC LIMIT ?",
+            [query, rank_newest + 1 if rank_newest else -1],
+        ).fetchall()
+        hits = SearchHits()
+        if rank_newest and len(ranked) > rank_newest:
+            ranked = ranked[:rank_newest]
+            hits.ranked_newest = rank_newest
+        best = dict(heapq.nsmallest(limit, ranked, key=lambda row: (row[1], row[0]))) if limit > 0 else {}
+        # snippet() and highlight() for the rows shown only: each needs the
+        # match positions, so the query is matched again at those rowids.
+        start, end = marks
+        rows = [] if not best else list(db.query(
+            "SELECT m.id, m.thread_id, m.direction, m.kind, m.created_at, m.from_addr, m.from_name, "
+            "m.correspondent, m.subject, t.status, t.urgent, "
+            "snippet(messages_fts, 1, ?, ?, ' … ', ?) AS snippet, "
+            "highlight(messages_fts, 0, ?, ?) AS subject_marked "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "JOIN threads t ON t.id = m.thread_id "
+            "WHERE messages_fts MATCH ? AND messages_fts.rowid IN (SELECT value FROM json_each(?))",
+            [start, end, snippet_words, start, end, query, json.dumps(list(best))],
+        ))
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if any(marker in text for marker in _FTS_QUERY_ERRORS):
-            raise SearchSyntaxError(
-                f"cannot search for {query!r}: {text}. Put words or phrases in double quotes "
-                f"to search for them literally, e.g. \"{query.replace(chr(34), '')}\""
-            ) from None
+            raise SearchSyntaxError(_explain_syntax(query, text)) from None
         raise
+    for row in rows:
+        row["rank"] = best[row["id"]]
+        hits.append(row)
+    hits.sort(key=lambda row: (row["rank"], row["id"]))
+    return hits
+
+
+#: Subject matches weigh three times a body match; names and addresses twice.
+_BM25 = "bm25(3.0, 1.0, 2.0, 2.0)"
+
+
+def _explain_syntax(query: str, error: str) -> str:
+    hint = "some of it reads as search syntax"
+    if query.count('"') % 2:
+        hint = "a double quote is not closed"
+    elif query.count("(") != query.count(")"):
+        hint = "the brackets do not pair up"
+    elif re.search(r"\b(AND|OR|NOT)\s*$", query) or re.match(r"^\s*(AND|OR|NOT)\b", query):
+        hint = "AND, OR and NOT need a word on both sides"
+    elif "no such column" in error:
+        hint = ("a word followed by ':' is read as a field name (subject:, body_text:, "
+                "from_name:, from_addr:); quote the word to search for it literally")
+    example = '"' + query.replace('"', "") + '"'
+    return (f"cannot search for {query!r}: {hint}. To search for the text as it is, put it in "
+            f"double quotes: {example} (the index said: {error})")

@@ -21,7 +21,6 @@ import json
 import mailbox
 import re
 import secrets
-import sqlite3
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +71,6 @@ _VIEWS = {  # view: (status, urgent, open only, letters only)
     "archived": ("archived", None, False, True),
     "all": (None, None, False, False),
 }
-_HAS_LETTER = ("EXISTS (SELECT 1 FROM messages l WHERE l.thread_id = t.id "
-               "AND l.direction = 'inbound' AND l.kind = 'letter')")
 PREVIEW_CHARS = 180
 
 
@@ -103,49 +100,17 @@ def list_threads(
     the reader's latest letter. ``letters_only`` leaves out threads no
     reader wrote in (digest copies, confirmations, bounces).
     """
-    where, params = [], []
-    if status:
-        where.append("t.status = ?")
-        params.append(status)
-    if urgent is not None:
-        where.append("t.urgent = ?")
-        params.append(1 if urgent else 0)
-    if since:
-        where.append("t.last_message_at >= ?")
-        params.append(since)
-    if open_only:
-        where.append("t.status != 'archived'")
-    if letters_only:
-        where.append(_HAS_LETTER)
-    sql = (
-        "SELECT t.*, "
-        " (SELECT m.from_name FROM messages m WHERE m.thread_id = t.id AND m.direction = 'inbound' "
-        "  ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS reader_name, "
-        " (SELECT substr(m.body_text, 1, 600) FROM messages m WHERE m.thread_id = t.id "
-        "  AND m.direction = 'inbound' ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS preview "
-        f"FROM threads t WHERE {' AND '.join(where) or '1'} "
-        "ORDER BY (t.urgent = 1 AND t.status != 'archived') DESC, "
-        " CASE t.status WHEN 'new' THEN 0 WHEN 'answered' THEN 1 ELSE 2 END, "
-        " t.last_message_at DESC, t.id DESC LIMIT ? OFFSET ?"
-    )
-    rows = list(db.query(sql, params + [limit, offset]))
+    rows = archive.list_threads(db, status=status, urgent=urgent, since=since, open_only=open_only,
+                                letters_only=letters_only, previews=True, limit=limit, offset=offset)
     for row in rows:
-        row["reader_name"] = row["reader_name"] or ""
-        row["preview"] = _preview(row["preview"] or "")
+        row["preview"] = _preview(row["preview"])
     return rows
 
 
 def view_counts(db: sqlite_utils.Database) -> dict[str, int]:
     """How many threads each inbox view holds; ``waiting`` is urgent and still new."""
-    counts = {status: 0 for status in archive.THREAD_STATUSES}
-    for status, n in db.execute(f"SELECT t.status, count(*) FROM threads t WHERE {_HAS_LETTER} GROUP BY t.status"):
-        counts[status] = n
-    counts["urgent"], counts["waiting"] = db.execute(
-        "SELECT count(*), coalesce(sum(t.status = 'new'), 0) FROM threads t "
-        f"WHERE t.urgent = 1 AND t.status != 'archived' AND {_HAS_LETTER}"
-    ).fetchone()
+    counts = archive.thread_counts(db, letters_only=True)
     counts["inbox"] = counts["new"] + counts["answered"]
-    counts["all"] = db.execute("SELECT count(*) FROM threads").fetchone()[0]
     return counts
 
 
@@ -276,6 +241,8 @@ class SearchResult:
     rows: list[dict]
     #: True when the query was not valid FTS5 syntax and was run word by word, literally.
     literal: bool = False
+    #: Set when more messages matched than are ranked: only this many of the newest were.
+    ranked_newest: int | None = None
 
 
 def search(db: sqlite_utils.Database, query: str, *, limit: int = 50) -> SearchResult:
@@ -284,58 +251,25 @@ def search(db: sqlite_utils.Database, query: str, *, limit: int = 50) -> SearchR
     A query FTS5 cannot parse but that has no operators in it (an address
     like ``dana@example.org``, a word with an apostrophe) is searched again
     with each word in quotes; otherwise raises archive.SearchSyntaxError
-    with an explanation.
+    with an explanation. When a very common word matches more messages
+    than archive.RANK_NEWEST, the best of the newest that many are shown.
     """
     query = (query or "").strip()
     try:
-        return SearchResult(query, _search(db, query, limit))
+        return _search(db, query, limit)
     except archive.SearchSyntaxError:
         literal = _literal_query(query)
         if literal is None:
             raise
-    return SearchResult(literal, _search(db, literal, limit), literal=True)
+    return _search(db, literal, limit, literal=True)
 
 
-def _search(db: sqlite_utils.Database, query: str, limit: int) -> list[dict]:
-    if not query:
-        raise archive.SearchSyntaxError("the search is empty: give at least one word")
-    sql = (
-        "SELECT m.id, m.thread_id, m.direction, m.kind, m.created_at, m.from_addr, m.from_name, "
-        "m.correspondent, m.subject, t.status, t.urgent, "
-        f"snippet(messages_fts, 1, '{MATCH_START}', '{MATCH_END}', ' … ', 14) AS snippet, "
-        f"highlight(messages_fts, 0, '{MATCH_START}', '{MATCH_END}') AS subject_marked, "
-        "bm25(messages_fts, 3.0, 1.0, 2.0, 2.0) AS rank "
-        "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-        "JOIN threads t ON t.id = m.thread_id "
-        "WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?"
-    )
-    try:
-        rows = list(db.query(sql, [query, limit]))
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "fts5" in text or "syntax" in text or "no such column" in text or "unterminated" in text:
-            raise archive.SearchSyntaxError(_explain_syntax(query, text)) from None
-        raise
-    for row in rows:
+def _search(db: sqlite_utils.Database, query: str, limit: int, *, literal: bool = False) -> SearchResult:
+    hits = archive.search(db, query, limit=limit, marks=(MATCH_START, MATCH_END), snippet_words=14)
+    for row in hits:
         row["parts"] = highlight_parts(row.pop("snippet") or "")
         row["subject_parts"] = highlight_parts(row.pop("subject_marked") or "")
-    return rows
-
-
-def _explain_syntax(query: str, error: str) -> str:
-    hint = "some of it reads as search syntax"
-    if query.count('"') % 2:
-        hint = "a double quote is not closed"
-    elif query.count("(") != query.count(")"):
-        hint = "the brackets do not pair up"
-    elif re.search(r"\b(AND|OR|NOT)\s*$", query) or re.match(r"^\s*(AND|OR|NOT)\b", query):
-        hint = "AND, OR and NOT need a word on both sides"
-    elif "no such column" in error:
-        hint = ("a word followed by ':' is read as a field name (subject:, body_text:, "
-                "from_name:, from_addr:); quote the word to search for it literally")
-    example = '"' + query.replace('"', "") + '"'
-    return (f"cannot search for {query!r}: {hint}. To search for the text as it is, put it in "
-            f"double quotes: {example} (the index said: {error})")
+    return SearchResult(query, list(hits), literal=literal, ranked_newest=hits.ranked_newest)
 
 
 _OPERATORS = re.compile(r'["()*:^]|\b(AND|OR|NOT|NEAR)\b')
@@ -924,7 +858,8 @@ def _erase_all(db: sqlite_utils.Database, email: str, report: ForgetReport) -> N
             report.removed[table] = report.removed.get(table, 0) + count
     for thread_id in sorted(touched_threads):
         left = db.execute(
-            "SELECT count(*), max(created_at) FROM messages WHERE thread_id = ?", [thread_id]
+            "SELECT count(*), max(created_at), coalesce(max(direction = 'inbound' AND kind = 'letter'), 0) "
+            "FROM messages WHERE thread_id = ?", [thread_id]
         ).fetchone()
         if left[0] == 0:
             cursor = db.execute("DELETE FROM threads WHERE id = ?", [thread_id])
@@ -932,8 +867,9 @@ def _erase_all(db: sqlite_utils.Database, email: str, report: ForgetReport) -> N
                 report.threads_emptied.append(thread_id)
                 report.removed["threads"] = report.removed.get("threads", 0) + cursor.rowcount
         else:
-            db.execute("UPDATE threads SET message_count = ?, last_message_at = ? WHERE id = ?",
-                       [left[0], left[1], thread_id])
+            # A thread that lost its only letter leaves the desk's views.
+            db.execute("UPDATE threads SET message_count = ?, last_message_at = ?, has_letter = ? WHERE id = ?",
+                       [left[0], left[1], left[2], thread_id])
     report.removed = {t: n for t, n in report.removed.items() if n}
 
 

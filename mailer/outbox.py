@@ -23,6 +23,7 @@ from .archive import Stored, store_outbound
 from .clock import Clock, iso
 from .config import DeliveryConfig
 from .delivery import PermanentFailure, TemporaryFailure, Transport
+from .parsing import parse_own
 from .writer import DatabaseWriter
 
 log = logging.getLogger("mailer.outbox")
@@ -42,12 +43,18 @@ def enqueue(
     meta: dict | None = None,
 ) -> tuple[Stored, int]:
     """Archive an outgoing message and queue it; returns (archived message, outbox id)."""
-    raw = message if isinstance(message, bytes) else message.as_bytes()
+    if isinstance(message, bytes):
+        raw, parsed = message, None
+    else:
+        raw = message.as_bytes()
+        # We built it: read its fields from the object rather than parsing
+        # the bytes again (after as_bytes(), which settles the boundary).
+        parsed = parse_own(message, raw)
     now = clock()
     with db.atomic():
         stored = store_outbound(
             db, raw, kind=kind, mail_from=mail_from, rcpt_to=rcpt_to,
-            clock=clock, thread_id=thread_id, meta=meta,
+            clock=clock, thread_id=thread_id, meta=meta, parsed=parsed,
         )
         # A Maildir-safe, unguessable name fixed at queue time (see MaildirTransport).
         key = f"{int(now.timestamp())}.M{stored.message_id}R{secrets.token_hex(6)}"

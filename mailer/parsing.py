@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import re
 from dataclasses import dataclass, field
-from email import policy
+from email import headerregistry, policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from html.parser import HTMLParser
@@ -95,7 +95,28 @@ class _ReadOnlyMessage(EmailMessage):
         super().replace_header(_name, _value)
 
 
-_POLICY = policy.default.clone(message_factory=_ReadOnlyMessage)
+class CachedHeaderRegistry(headerregistry.HeaderRegistry):
+    """The standard header registry, making each header class once.
+
+    The stock registry calls ``type()`` to build a fresh class for every
+    header it parses or sets (about 18 us each, 7 to 15 times a message). The
+    class depends only on which registered kind the name maps to, so there are
+    a couple of dozen at most, kept here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[type, type] = {}
+
+    def __getitem__(self, name):
+        cls = self.registry.get(name.lower(), self.default_class)
+        made = self._made.get(cls)
+        if made is None:
+            made = self._made[cls] = type("_" + cls.__name__, (cls, self.base_class), {})
+        return made
+
+
+_POLICY = policy.default.clone(message_factory=_ReadOnlyMessage, header_factory=CachedHeaderRegistry())
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -109,6 +130,30 @@ def parse_message(raw: bytes) -> ParsedMessage:
     try:
         _fill(result, msg)
     except Exception as exc:  # noqa: BLE001 - a field we did not foresee; keep what we have
+        result.error = f"partly parsed: {type(exc).__name__}: {exc}"[:300]
+    return result
+
+
+def parse_own(msg: EmailMessage, raw: bytes) -> ParsedMessage:
+    """The fields of a message we built ourselves, as ``parse_message(raw)`` would find them.
+
+    ``raw`` is ``msg.as_bytes()`` (which also settles the multipart boundary
+    in ``msg``). Our own headers are already objects, so reading them costs a
+    fraction of parsing the bytes (0.2 ms, not 1.7 ms, for an
+    acknowledgement). That gives the same fields only while every header went
+    onto the wire as plain ASCII: a non-ASCII or long name or subject becomes
+    encoded words, which read back a little differently (a long "Zoë ..."
+    can come back with a space inside), so such a message is parsed from its
+    bytes as before.
+    tests/test_acknowledgements.py compares the two on hostile input.
+    """
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    if not head.isascii() or b"=?" in head:
+        return parse_message(raw)
+    result = ParsedMessage()
+    try:
+        _fill(result, msg)
+    except Exception as exc:  # noqa: BLE001 - as in parse_message: keep what we have
         result.error = f"partly parsed: {type(exc).__name__}: {exc}"[:300]
     return result
 
@@ -173,6 +218,10 @@ def _get(msg: EmailMessage, name: str, result: ParsedMessage) -> str | None:
 def _clean(text: str) -> str:
     """Fold a header value onto one line and drop control characters."""
     text = _decode_8bit(text)
+    if text.isprintable():
+        # Nothing to replace (no CR, LF, control character or surrogate): the
+        # common case, without the loop over every character.
+        return " ".join(text.split())
     text = text.replace("\r", " ").replace("\n", " ")
     text = "".join(ch if ch.isprintable() or ch == "\t" else " " for ch in text)
     text = text.encode("utf-8", "replace").decode("utf-8")  # any lone surrogate left

@@ -356,3 +356,105 @@ def test_smtp_delivery_logs_in_to_the_relay_with_the_password_from_the_environme
         controller.stop()
     assert logins and logins[-1] == (b"columnist", b"s3cret relay pass")
     assert len(sink.messages) == 1
+
+
+# -- archiving our own mail without parsing it again ----------------------------------
+#
+# outbox.enqueue reads the fields of a message we built from the message
+# object (parsing.parse_own) instead of parsing its bytes. The archive must
+# hold exactly what parsing the bytes gave before.
+
+import dataclasses  # noqa: E402
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mailer import archive, outbox  # noqa: E402
+from mailer.compose import AddressError, Outgoing, Rendered, build_message, make_address, reply_subject  # noqa: E402
+from mailer.db import open_database  # noqa: E402
+from mailer.parsing import parse_message, parse_own  # noqa: E402
+
+_FIXED = dt.datetime(2026, 11, 10, 21, 14, 7, tzinfo=dt.timezone.utc)
+# Mostly ASCII (the fast path's ground), with the characters that need quoting
+# or encoding in headers, and some of everything else.
+_ASCII_TRICKS = st.sampled_from(list('"\\()<>,;:@.[]\'=?_-+!#$%&*/{}|~` \t') + ["=?", "?=", "Re:", "RE: re:", "  "])
+_HOSTILE_TEXT = st.lists(
+    st.one_of(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=15), _ASCII_TRICKS,
+              _ASCII_TRICKS),
+    max_size=5,
+).map("".join) | st.lists(
+    st.one_of(st.text(max_size=12), st.sampled_from(["\r", "\n", "\r\n", "=?utf-8?q?x?=", "=?utf-8?b?w6k=?=", " ", "\0",
+                                                     "é", "\u2028", "<b>", '"', "\\", "x" * 80])),
+    max_size=12,
+).map("".join)
+
+
+def _outgoing(name, subject, text, html, refs, domain="column.example", addr="reader@example.org") -> Outgoing:
+    return Outgoing(
+        sender=make_address("letters@column.example", "The Column"),
+        recipient=make_address(addr, name),
+        subject=reply_subject(subject),
+        body=Rendered(text, html),
+        domain=domain,
+        in_reply_to=refs[-1] if refs else None,
+        references=refs,
+        extra_headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=_HOSTILE_TEXT,
+    subject=_HOSTILE_TEXT,
+    text=st.one_of(_HOSTILE_TEXT, st.text(max_size=3000), st.just("x" * 1200 + "\n" + "ü" * 500)),
+    html=st.one_of(st.none(), _HOSTILE_TEXT),
+    refs=st.lists(st.from_regex(r"<[a-z0-9.]{1,20}@[a-z]{1,10}\.example>", fullmatch=True), max_size=4),
+    addr=st.sampled_from(["reader@example.org", "zoë@example.org", "o'brien+tag@example.org"]),
+)
+def test_our_own_message_reads_the_same_from_the_object_as_from_its_bytes(name, subject, text, html, refs, addr):
+    try:
+        outgoing = _outgoing(name, subject, text, html, refs, addr=addr)
+    except AddressError:
+        assume(False)
+    message = build_message(outgoing, clock=lambda: _FIXED)
+    raw = message.as_bytes()
+    assert dataclasses.asdict(parse_own(message, raw)) == dataclasses.asdict(parse_message(raw))
+
+
+def test_an_enqueued_acknowledgement_is_archived_as_if_its_bytes_were_parsed(tmp_path):
+    outgoing = _outgoing("Zoë \"Z\" O'Brien", "Re: =?utf-8?q?caf=C3=A9?= and a very long subject " * 4,
+                         "Dear Zoë,\n\nThank you.\n" * 30, "<p>Dear Zoë</p>", ["<a@example.org>", "<b@example.org>"])
+    message = build_message(outgoing, clock=lambda: _FIXED)
+    fast, slow = open_database(tmp_path / "fast.db"), open_database(tmp_path / "slow.db")
+    with fast.atomic():
+        stored, _ = outbox.enqueue(fast, message, kind="acknowledgement", mail_from="", rcpt_to=["reader@example.org"],
+                                   clock=lambda: _FIXED, meta={"answers": 1})
+    with slow.atomic():
+        archive.store_outbound(slow, message.as_bytes(), kind="acknowledgement", mail_from="",
+                               rcpt_to=["reader@example.org"], clock=lambda: _FIXED, meta={"answers": 1})
+    fast_row = list(fast.query("SELECT * FROM messages"))
+    slow_row = list(slow.query("SELECT * FROM messages"))
+    assert fast_row == slow_row
+    assert fast.execute("SELECT raw FROM raw_messages").fetchone()[0] == message.as_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=_HOSTILE_TEXT, subject=_HOSTILE_TEXT, addr=st.sampled_from(["reader@example.org", "zoë@example.org"]))
+def test_built_messages_are_byte_for_byte_those_of_the_stock_email_policies(name, subject, addr):
+    # compose uses policies whose header registry makes each header class
+    # once; the bytes must be what policy.SMTP / SMTPUTF8 make.
+    from email import generator, policy as stock
+    from unittest import mock
+
+    from mailer import compose
+
+    try:
+        outgoing = _outgoing(name, subject, "Dear reader,\n" + subject, "<p>" + name + "</p>", ["<a@example.org>"], addr=addr)
+    except AddressError:
+        assume(False)
+    with mock.patch("email.utils.make_msgid", return_value="<fixed@column.example>"), \
+            mock.patch.object(generator.Generator, "_make_boundary", return_value="==boundary=="):
+        ours = build_message(outgoing, clock=lambda: _FIXED).as_bytes()
+        with mock.patch.object(compose, "_SMTP", stock.SMTP), mock.patch.object(compose, "_SMTPUTF8", stock.SMTPUTF8):
+            theirs = build_message(outgoing, clock=lambda: _FIXED).as_bytes()
+    assert ours == theirs

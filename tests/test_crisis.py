@@ -266,3 +266,92 @@ def test_long_letter_is_assessed_quickly():
     start = time.perf_counter()
     assert urgent(letter)
     assert time.perf_counter() - start < 2.0
+
+
+# ------------------------------------------------------------------ prefilter
+#
+# assess() searches only the patterns whose required phrases are in the letter
+# (mailer/prefilter.py). That must never change an answer: every test below
+# compares it with searching every pattern.
+
+import re  # noqa: E402
+import tomllib as _tomllib  # noqa: E402
+import unicodedata  # noqa: E402
+
+from hypothesis import HealthCheck  # noqa: E402
+
+from mailer import crisis  # noqa: E402
+from mailer.prefilter import PatternIndex  # noqa: E402
+
+RELEVANCE_LETTERS = Path(__file__).parent.parent / "bench" / "data" / "relevance_letters.toml"
+
+_NAMED = [(f"{category}:{name}", rx) for category, group in (
+    ("suicide", crisis.SUICIDE_PATTERNS), ("self-harm", crisis.SELF_HARM_PATTERNS),
+    ("danger", crisis.DANGER_PATTERNS), ("guard", crisis.GUARDS),
+) for name, rx in group]
+
+
+def _letters() -> list[tuple[str, str, str]]:
+    """(id, subject, text): the labelled cases and the 55 realistic letters of the topic bench."""
+    letters = [(c["id"], c.get("subject", ""), c["text"]) for c in _load_cases()]
+    with RELEVANCE_LETTERS.open("rb") as fh:
+        letters += [(l["id"], l["subject"], l["body"]) for l in _tomllib.load(fh)["letter"]]
+    return letters
+
+
+def test_prefilter_changes_no_answer_on_the_labelled_and_realistic_letters():
+    for letter_id, subject, text in _letters():
+        assert crisis._prepare(subject, text) == crisis._prepare(subject, text, prefilter=False), letter_id
+        assert crisis._explain(subject, text) == crisis._explain(subject, text, prefilter=False), letter_id
+
+
+def test_every_crisis_letter_fires_some_pattern_through_the_prefilter():
+    # The labelled crisis letters, one pattern at a time: the pattern that
+    # fires on the full search is a candidate of the prefilter too.
+    index = crisis._indexes()[1]
+    compiled = [pattern for _category, patterns in crisis._PATTERNS for _name, pattern in patterns]
+    for case in _load_cases():
+        prepared = crisis._prepare(case.get("subject", ""), case["text"])
+        candidates = index.candidates(prepared)
+        fired = {number for number, pattern in enumerate(compiled) if pattern.search(prepared)}
+        assert fired <= candidates, case["id"]
+
+
+@pytest.mark.parametrize("rx", [rx for _name, rx in _NAMED], ids=[name for name, _rx in _NAMED])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_the_prefilter_never_skips_a_pattern_on_text_it_matches(rx, data):
+    # Hypothesis writes texts that contain a match of the pattern, with any
+    # characters around it (which is what tests the whole-word reasoning).
+    pattern = re.compile(rx)
+    text = data.draw(st.from_regex(pattern))
+    if pattern.search(text):
+        assert 0 in PatternIndex([rx]).candidates(text)
+
+
+_FRAGMENTS = st.one_of(
+    *(st.from_regex(re.compile(rx)) for _name, rx in _NAMED[::3]),
+    st.sampled_from(["my husband", "I", "myself", "kill", "the car", "self-care", "don\u2019t", "him",
+                     "cut", "die", "hit me", "pills", "\u200b", "\u2014", "SELF", "\u00a0", ".", "\n"]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=st.lists(_FRAGMENTS, max_size=3), body=st.lists(_FRAGMENTS, max_size=12))
+def test_prefiltered_assess_equals_the_full_search_on_letters_built_from_pattern_pieces(subject, body):
+    subject, body = " ".join(subject), " ".join(body)
+    assert crisis._explain(subject, body) == crisis._explain(subject, body, prefilter=False)
+
+
+def _normalise_as_before(text: str) -> str:
+    # The normalisation before it became one str.translate pass.
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = text.translate(crisis._TRANSLATE).casefold()
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=300))
+def test_normalisation_is_unchanged(text):
+    assert crisis._normalise(text) == _normalise_as_before(text)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailer import desk, topics
+from mailer import archive, desk, topics
 from mailer.cli import main
 from mailer.db import open_database
 from mailer.runner import BackgroundService
@@ -558,3 +558,4 @@ def test_the_desk_documentation_covers_every_command_and_the_real_policy():
     flat = " ".join(text.replace("`", "").split())
     assert CONTENT_SECURITY_POLICY in flat
     assert f"N={desk.SCRYPT_N}, r={desk.SCRYPT_R}, p={desk.SCRYPT_P}" in flat
+    assert f"more than {archive.RANK_NEWEST:,} messages shows the best matches among the newest" in flat

@@ -16,7 +16,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from mailer import desk
+from mailer import archive, desk
 from mailer.clock import system_clock
 from mailer.runner import BackgroundService
 from mailer.web import create_app
@@ -402,6 +402,15 @@ def test_search_shows_ranked_snippets_and_explains_bad_queries(logged_in, shared
     address = logged_in.get("/search", params={"q": "sam.quill@example.net"})
     assert address.status_code == 200 and "Searched for the words literally" in address.text
     assert f'href="/threads/{ids["sam"]}#m' in address.text
+
+
+def test_search_says_when_only_the_newest_matches_were_ranked(logged_in, monkeypatch):
+    ranked = archive.search
+    monkeypatch.setattr(archive, "search", lambda db, query, **options: ranked(db, query, **options, rank_newest=1))
+    page = logged_in.get("/search", params={"q": "therapist"})
+    assert page.status_code == 200
+    assert "More than 1 messages match: these are the best of the newest 1." in page.text
+    assert page.text.count('class="result ') == 1
 
 
 def test_topic_draft_page_and_download(logged_in, shared):

@@ -117,6 +117,9 @@ def search(context: Context, query: str, limit: int, as_json: bool) -> None:
         return
     if result.literal:
         click.echo(f"(searched for the words literally: {result.query})", err=True)
+    if result.ranked_newest:
+        click.echo(f"(more than {result.ranked_newest:,} messages match: the best of the newest "
+                   f"{result.ranked_newest:,} are shown; add a word to narrow the search)", err=True)
     if not result.rows:
         click.echo("(no matches)")
         return

@@ -1,0 +1,273 @@
+"""The phrases a regular expression cannot match without, to skip it cheaply.
+
+``re`` tries a pattern at every position of a text, so a hundred patterns over
+a 1.5 kB letter cost milliseconds even when none of them can match. Nearly
+every pattern needs one of a few phrases ("kill myself", "noose", "afraid
+of my husband"): :func:`required_phrases` reads a pattern's parse tree and
+returns a set of phrases such that every match contains at least one of
+them. A text that contains none of them cannot match, and the pattern need
+not be run. :class:`PatternIndex` files the phrases under their words so
+that a text is read once into its set of words and only the phrases whose
+words are all there are looked for.
+
+The analysis is conservative: whatever it does not understand (classes with
+categories, negations, backreferences, case-insensitive or ASCII flags)
+counts as "could be anything", which can only make the phrases fewer and
+shorter (weaker), never wrong. It reads ``re``'s own parser (``re._parser``),
+so a new Python may change what it sees; tests/test_crisis.py checks the
+phrases of every crisis pattern against generated matches and the labelled
+letters, which would catch that.
+"""
+
+from __future__ import annotations
+
+import re
+from re import _constants as _c
+from re import _parser as _sre_parse
+
+__all__ = ["PatternIndex", "required_phrases", "words_of", "COMMON_WORDS"]
+
+#: Exact alternatives are multiplied out up to this many strings, then cut.
+_MAX_EXACT = 64
+
+#: Stands for ``\b`` inside the exact strings while they are built (zero-width).
+_BOUNDARY = "\x00"
+
+_WORD = re.compile(r"\w+")
+
+#: Words too common to be the one a phrase is looked up by; only speed
+#: depends on this list.
+COMMON_WORDS = frozenset(
+    "the and for are was you not but all any can had her him his how its our out own "
+    "she way who why yes get got see off over end one now into with that this "
+    "have what about them they from will would been just your when there their were "
+    "like some more than then only also after could make know things thing being want "
+    "time back even still very much here well going feel ever tell left take keep".split()
+)
+
+
+class _Spaces(dict):
+    """``str.translate`` table: every character that is not ``\\w`` becomes a space.
+
+    ``\\w`` is ``str.isalnum()`` or "_", as in ``re``. Characters are looked up
+    once and kept (up to a bound, so hostile text cannot grow the table).
+    """
+
+    def __missing__(self, codepoint: int) -> int:
+        char = chr(codepoint)
+        value = codepoint if char.isalnum() or char == "_" else 32
+        if len(self) < 8192:
+            self[codepoint] = value
+        return value
+
+
+_SPACES = _Spaces()
+
+
+def words_of(text: str) -> set[str]:
+    """The words of ``text`` as the index sees them: maximal runs of ``\\w``.
+
+    The same set as ``set(re.findall(r"\\w+", text))``, in about 60% of the time.
+    """
+    return set(text.translate(_SPACES).split())
+
+
+class PatternIndex:
+    """Regular expressions indexed by the phrases they need: which could match a text?
+
+    For each pattern the analysis finds a set of phrases of which every match
+    contains one ("take my life", "take his own life", ...). A phrase that has
+    a whole word in it is filed under its least common such word; a text is
+    then read once into its set of words (:func:`words_of`), and only the
+    phrases filed under words the text has are looked for. A phrase with no
+    whole word ("overdos" in ``\\boverdos\\w*``) is looked for in every text.
+    A pattern none of whose phrases occurs cannot match and is left out.
+    """
+
+    def __init__(self, patterns: list[str] | tuple[str, ...], common: frozenset[str] = COMMON_WORDS) -> None:
+        #: Patterns the analysis found nothing for: always candidates.
+        self.unindexed: tuple[int, ...] = ()
+        #: (pattern, phrase) for phrases without a whole word, tested with ``in``.
+        self.scanned: list[tuple[int, str]] = []
+        #: word -> (pattern, all whole words of the phrase, phrase)
+        self.by_word: dict[str, list[tuple[int, frozenset[str], str]]] = {}
+        unindexed = []
+        for index, pattern in enumerate(patterns):
+            phrases = required_phrases(pattern)
+            if phrases is None:
+                unindexed.append(index)
+                continue
+            for phrase, words in phrases.items():
+                if words:
+                    trigger = max(words, key=lambda w: (w not in common, len(w), w))
+                    self.by_word.setdefault(trigger, []).append((index, words, phrase))
+                else:
+                    self.scanned.append((index, phrase))
+        self.unindexed = tuple(unindexed)
+
+    def candidates(self, text: str, words: set[str] | None = None) -> set[int]:
+        """Indexes of the patterns that could match ``text`` (``words``: its :func:`words_of`)."""
+        if words is None:
+            words = words_of(text)
+        found = set(self.unindexed)
+        for word in words.intersection(self.by_word):
+            for index, needed, phrase in self.by_word[word]:
+                if index not in found and needed <= words and phrase in text:
+                    found.add(index)
+        for index, phrase in self.scanned:
+            if index not in found and phrase in text:
+                found.add(index)
+        return found
+
+
+def required_phrases(pattern: str) -> dict[str, frozenset[str]] | None:
+    """Phrases of which every match of ``pattern`` contains one, each with its whole words.
+
+    A whole word is a run of ``\\w`` that the pattern ends on both sides (with
+    ``\\b``, a space or punctuation), so any text the phrase occurs in has it
+    among its :func:`words_of`. None when nothing useful was found (the
+    pattern may match anything, or the empty string, or uses something the
+    analysis does not follow).
+    """
+    marked = _required_marked(pattern)
+    if marked is None:
+        return None
+    phrases: dict[str, set[str]] = {}
+    for item in marked:
+        text = item.replace(_BOUNDARY, "")
+        edges = _boundary_positions(item)
+        words = set()
+        for run in _WORD.finditer(text):
+            start, end = run.span()
+            # Something in the phrase ends the word on each side: a non-word
+            # character (the run is maximal) or a \b asserted right there.
+            if (start > 0 or 0 in edges) and (end < len(text) or end in edges):
+                words.add(run.group())
+        # The same text with \b in different places: only words all agree on.
+        phrases[text] = phrases[text] & words if text in phrases else words
+    # A phrase that contains another is not needed when the other's words are
+    # among its own: wherever it occurs, the other occurs with those words.
+    # ("my arms" does not make "my arm" redundant: there "arm" is no word.)
+    return {
+        text: frozenset(words) for text, words in phrases.items()
+        if not any(other != text and other in text and phrases[other] <= words for other in phrases)
+    }
+
+
+def _boundary_positions(phrase: str) -> set[int]:
+    """Where, in the phrase without its markers, the pattern asserts ``\\b``."""
+    positions, offset = set(), 0
+    for ch in phrase:
+        if ch == _BOUNDARY:
+            positions.add(offset)
+        else:
+            offset += 1
+    return positions
+
+
+def _required_marked(pattern: str) -> frozenset[str] | None:
+    """Phrases (with ``\\b`` markers) of which every match contains one, or None."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except re.error:
+        return None
+    if parsed.state.flags & (re.IGNORECASE | re.ASCII | re.LOCALE):
+        return None
+    _exact, anyof = _sequence(parsed)
+    if not anyof or any(not p.replace(_BOUNDARY, "") for p in anyof):
+        return None
+    return frozenset(anyof)
+
+
+# Each node is summarised as (exact, anyof): ``exact`` is the finite set of
+# strings it can match (None when unknown or too many), ``anyof`` a set of
+# which every match contains one (None when nothing is known).
+
+
+def _sequence(items) -> tuple[set[str] | None, set[str] | None]:
+    """(exact, anyof) for parsed items matched one after another."""
+    current = {""}  # exact strings the items since the last break can match
+    exact_all = True
+    pieces: list[set[str]] = []
+    for op, av in items:
+        exact, anyof = _node(op, av)
+        if exact is not None and len(current) * len(exact) <= _MAX_EXACT:
+            current = {a + b for a in current for b in exact}
+            continue
+        # The run of exact items stops here: what it matched is one necessary
+        # piece of every match; this item's own requirement is another.
+        exact_all = False
+        pieces.append(current)
+        if exact is not None:
+            current = set(exact)
+        else:
+            if anyof is not None:
+                pieces.append(anyof)
+            current = {""}
+    if exact_all:
+        return current, current
+    pieces.append(current)
+    best = max(pieces, key=_strength)
+    return None, (best if _strength(best)[0] > 0 else None)
+
+
+def _strength(phrases: set[str]) -> tuple[int, int]:
+    # The piece whose shortest phrase is longest, then the one with fewer phrases.
+    if not phrases:
+        return (0, 0)
+    return (min(len(p.replace(_BOUNDARY, "")) for p in phrases), -len(phrases))
+
+
+def _node(op, av) -> tuple[set[str] | None, set[str] | None]:
+    if op is _c.LITERAL:
+        return {chr(av)}, {chr(av)}
+    if op is _c.IN:
+        chars: set[str] = set()
+        for item_op, item_av in av:
+            if item_op is _c.LITERAL:
+                chars.add(chr(item_av))
+            elif item_op is _c.RANGE and item_av[1] - item_av[0] < 16:
+                chars.update(chr(c) for c in range(item_av[0], item_av[1] + 1))
+            else:  # NEGATE, CATEGORY, wide ranges: could be anything
+                return None, None
+        return chars, chars
+    if op is _c.AT:
+        # Zero-width. \b is kept as a marker: it tells whole words apart.
+        return ({_BOUNDARY} if av is _c.AT_BOUNDARY else {""}), None
+    if op in (_c.ASSERT, _c.ASSERT_NOT):
+        # Zero-width; dropping a lookaround's own requirement only weakens the keys.
+        return {""}, None
+    if op is _c.SUBPATTERN:
+        _group, add_flags, _del_flags, sub = av
+        if add_flags & (re.IGNORECASE | re.ASCII | re.LOCALE):
+            return None, None
+        return _sequence(sub)
+    if op is _c.ATOMIC_GROUP:
+        return _sequence(av)
+    if op is _c.BRANCH:
+        alternatives = [_sequence(alt) for alt in av[1]]
+        if all(exact is not None for exact, _ in alternatives):
+            union = set().union(*(exact for exact, _ in alternatives))
+            if len(union) <= _MAX_EXACT:
+                return union, union
+        required: set[str] = set()
+        for exact, anyof in alternatives:
+            if anyof is None or any(not p.replace(_BOUNDARY, "") for p in anyof):
+                return None, None
+            required |= anyof
+        return None, required
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+        low, high, sub = av
+        exact, anyof = _sequence(sub)
+        if low == 0:
+            if high == 1 and exact is not None:
+                return {""} | exact, None
+            return None, None
+        if exact is not None and low == high and len(exact) ** low <= _MAX_EXACT:
+            repeated = {""}
+            for _ in range(low):
+                repeated = {a + b for a in repeated for b in exact}
+            return repeated, repeated
+        return None, anyof
+    # ANY, NOT_LITERAL, GROUPREF, GROUPREF_EXISTS, ...: could be anything.
+    return None, None
