@@ -383,8 +383,8 @@ def thread_counts(db: sqlite_utils.Database, *, letters_only: bool = False) -> d
 
 #: When more messages than this match a search, only the newest this many are
 #: ranked. Ranking is bm25 over every match, and a common word is in a tenth
-#: to a half of all letters: ranking them all took up to 346 ms on 200,000
-#: letters, ranking the newest 10,000 takes about 15 (docs/performance.md).
+#: to a half of all letters: ranking them all took up to 320 ms on 200,000
+#: letters, ranking the newest 10,000 p99 28 ms (docs/performance.md).
 RANK_NEWEST = 10_000
 
 
@@ -424,9 +424,9 @@ def search(
     try:
         # One walk down the match list, newest first, ranking as it goes and
         # stopping after rank_newest (+1, to know whether more matched).
-        # Asking FTS5 to ORDER BY rank ranks every match, and finding the
-        # cut-off first walked the list twice: 50-60 ms for three common
-        # words on 200,000 letters, now under 40 (docs/performance.md).
+        # Asking FTS5 to ORDER BY rank ranks every match; finding the
+        # cut-off first walked the list twice (50-57 ms for some three-word
+        # searches on 200,000 letters).
         ranked = db.execute(
             "SELECT rowid, rank FROM messages_fts "
             f"WHERE messages_fts MATCH ? AND rank MATCH '{_BM25}' ORDER BY rowid DESC LIMIT ?",
@@ -437,19 +437,7 @@ def search(
             ranked = ranked[:rank_newest]
             hits.ranked_newest = rank_newest
         best = dict(heapq.nsmallest(limit, ranked, key=lambda row: (row[1], row[0]))) if limit > 0 else {}
-        # snippet() and highlight() for the rows shown only: each needs the
-        # match positions, so the query is matched again at those rowids.
-        start, end = marks
-        rows = [] if not best else list(db.query(
-            "SELECT m.id, m.thread_id, m.direction, m.kind, m.created_at, m.from_addr, m.from_name, "
-            "m.correspondent, m.subject, t.status, t.urgent, "
-            "snippet(messages_fts, 1, ?, ?, ' … ', ?) AS snippet, "
-            "highlight(messages_fts, 0, ?, ?) AS subject_marked "
-            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-            "JOIN threads t ON t.id = m.thread_id "
-            "WHERE messages_fts MATCH ? AND messages_fts.rowid IN (SELECT value FROM json_each(?))",
-            [start, end, snippet_words, start, end, query, json.dumps(list(best))],
-        ))
+        rows = _shown(db, query, best, marks, snippet_words) if best else []
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if any(marker in text for marker in _FTS_QUERY_ERRORS):
@@ -464,6 +452,34 @@ def search(
 
 #: Subject matches weigh three times a body match; names and addresses twice.
 _BM25 = "bm25(3.0, 1.0, 2.0, 2.0)"
+
+
+def _shown(db: sqlite_utils.Database, query: str, best: dict[int, float], marks: tuple[str, str],
+           snippet_words: int) -> list[dict]:
+    """The rows of the messages ``best`` names, with their snippet and highlighted subject."""
+    # snippet() and highlight() need the match positions, so the query is
+    # matched again: along the stretch of the match list that holds these
+    # rows (walked once already, and cheaper than finding 50 rows one by
+    # one in every index segment: 3-7 ms instead of 10-20 for three words),
+    # but for a phrase row by row, as walking would check word positions in
+    # every message that holds all its words.
+    shown = json.dumps(list(best))
+    if '"' in query or "NEAR" in query:
+        wanted, params = "messages_fts.rowid IN (SELECT value FROM json_each(?))", [shown]
+    else:
+        wanted = "messages_fts.rowid BETWEEN ? AND ? AND +messages_fts.rowid IN (SELECT value FROM json_each(?))"
+        params = [min(best), max(best), shown]
+    start, end = marks
+    return list(db.query(
+        "SELECT m.id, m.thread_id, m.direction, m.kind, m.created_at, m.from_addr, m.from_name, "
+        "m.correspondent, m.subject, t.status, t.urgent, "
+        "snippet(messages_fts, 1, ?, ?, ' … ', ?) AS snippet, "
+        "highlight(messages_fts, 0, ?, ?) AS subject_marked "
+        "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+        "JOIN threads t ON t.id = m.thread_id "
+        f"WHERE messages_fts MATCH ? AND {wanted}",
+        [start, end, snippet_words, start, end, query, *params],
+    ))
 
 
 def _explain_syntax(query: str, error: str) -> str:

@@ -18,7 +18,7 @@ from typing import Callable
 import jinja2
 import sqlite_utils
 
-from . import acknowledgements
+from . import acknowledgements, crisis
 from .clock import Clock, iso
 from .config import Config
 from .writer import DatabaseWriter
@@ -28,10 +28,12 @@ log = logging.getLogger("mailer.pipeline")
 #: How often stored-but-unhandled messages are looked for without a new arrival.
 RETRY_SECONDS = 30.0
 
-#: Messages handled per write transaction. Small, because the listener's
-#: letters wait behind it on the one writer thread: one acknowledgement costs
-#: about 10 ms of CPU, so 50 at a time held incoming letters back half a second.
-PER_TRANSACTION = 2
+#: Messages handled per write transaction. One, because the listener's
+#: letters wait behind it on the one writer thread: an acknowledgement costs
+#: about 4 ms of CPU, and every letter arriving meanwhile waits for it (50 at a
+#: time held incoming letters back half a second). Under a burst the
+#: acknowledgements fall behind and catch up afterwards (docs/performance.md).
+PER_TRANSACTION = 1
 
 Handler = Callable[[sqlite_utils.Database, dict, "PipelineContext"], str]
 
@@ -103,6 +105,9 @@ class Pipeline:
 
     async def start(self) -> None:
         """Start, handling anything stored but not handled before a restart."""
+        # Build the crisis prefilter now (~0.1 s) rather than on the writer
+        # thread while the first letter after a start waits for its 250.
+        crisis.warm_up()
         self._kick.set()
         self._task = asyncio.create_task(self._run(), name="pipeline")
 

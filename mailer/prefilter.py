@@ -135,14 +135,7 @@ def required_phrases(pattern: str) -> dict[str, frozenset[str]] | None:
     phrases: dict[str, set[str]] = {}
     for item in marked:
         text = item.replace(_BOUNDARY, "")
-        edges = _boundary_positions(item)
-        words = set()
-        for run in _WORD.finditer(text):
-            start, end = run.span()
-            # Something in the phrase ends the word on each side: a non-word
-            # character (the run is maximal) or a \b asserted right there.
-            if (start > 0 or 0 in edges) and (end < len(text) or end in edges):
-                words.add(run.group())
+        words = _whole_words(item)
         # The same text with \b in different places: only words all agree on.
         phrases[text] = phrases[text] & words if text in phrases else words
     # A phrase that contains another is not needed when the other's words are
@@ -154,15 +147,23 @@ def required_phrases(pattern: str) -> dict[str, frozenset[str]] | None:
     }
 
 
-def _boundary_positions(phrase: str) -> set[int]:
-    """Where, in the phrase without its markers, the pattern asserts ``\\b``."""
-    positions, offset = set(), 0
+def _whole_words(phrase: str) -> set[str]:
+    """The runs of ``\\w`` in a marked phrase that are whole words wherever it occurs."""
+    text = phrase.replace(_BOUNDARY, "")
+    edges, offset = set(), 0
     for ch in phrase:
         if ch == _BOUNDARY:
-            positions.add(offset)
+            edges.add(offset)
         else:
             offset += 1
-    return positions
+    words = set()
+    for run in _WORD.finditer(text):
+        start, end = run.span()
+        # Something in the phrase ends the word on each side: a non-word
+        # character (the run is maximal) or a \b asserted right there.
+        if (start > 0 or 0 in edges) and (end < len(text) or end in edges):
+            words.add(run.group())
+    return words
 
 
 def _required_marked(pattern: str) -> frozenset[str] | None:
@@ -184,12 +185,26 @@ def _required_marked(pattern: str) -> frozenset[str] | None:
 # which every match contains one (None when nothing is known).
 
 
-def _sequence(items) -> tuple[set[str] | None, set[str] | None]:
-    """(exact, anyof) for parsed items matched one after another."""
-    current = {""}  # exact strings the items since the last break can match
+def _sequence(items, start: set[str] | None = None) -> tuple[set[str] | None, set[str] | None]:
+    """(exact, anyof) for parsed items matched one after another (after one of ``start``)."""
+    current = set(start) if start else {""}  # exact strings matched since the last break
     exact_all = True
     pieces: list[set[str]] = []
     for op, av in items:
+        if op is _c.BRANCH and len(current) == 1 and current != {""}:
+            # re's parser moves what all alternatives begin with (often a \b)
+            # out in front of them; put it back, so that each alternative's
+            # phrases keep it. (Only a single string: more would multiply.)
+            exact, anyof = _branch(av, current)
+            if exact is not None:
+                current = exact
+                continue
+            exact_all = False
+            pieces.append(current)
+            if anyof is not None:
+                pieces.append(anyof)
+            current = {""}
+            continue
         exact, anyof = _node(op, av)
         if exact is not None and len(current) * len(exact) <= _MAX_EXACT:
             current = {a + b for a in current for b in exact}
@@ -211,11 +226,34 @@ def _sequence(items) -> tuple[set[str] | None, set[str] | None]:
     return None, (best if _strength(best)[0] > 0 else None)
 
 
-def _strength(phrases: set[str]) -> tuple[int, int]:
-    # The piece whose shortest phrase is longest, then the one with fewer phrases.
-    if not phrases:
-        return (0, 0)
-    return (min(len(p.replace(_BOUNDARY, "")) for p in phrases), -len(phrases))
+def _branch(alternatives, prefix: set[str] | None = None) -> tuple[set[str] | None, set[str] | None]:
+    """(exact, anyof) for one of ``alternatives`` (after one of ``prefix``)."""
+    results = [_sequence(alt, prefix) for alt in alternatives[1]]
+    if all(exact is not None for exact, _ in results):
+        union = set().union(*(exact for exact, _ in results))
+        if len(union) <= _MAX_EXACT:
+            return union, union
+    required: set[str] = set()
+    for _exact, anyof in results:
+        if anyof is None or any(not p.replace(_BOUNDARY, "") for p in anyof):
+            return None, None
+        required |= anyof
+    return None, required
+
+
+def _strength(phrases: set[str]) -> tuple[int, int, int, int]:
+    """How good a piece is to index a pattern by; (0, ...) when it is no use at all.
+
+    Best: every phrase has an uncommon whole word to be filed under (looking
+    phrases up costs nothing until their word turns up), then the shortest
+    phrase is long, then there are few phrases.
+    """
+    if not phrases or any(not p.replace(_BOUNDARY, "") for p in phrases):
+        return (0, 0, 0, 0)
+    word = min(
+        max((len(w) for w in _whole_words(p) if w not in COMMON_WORDS), default=0) for p in phrases
+    )
+    return (1, min(word, 6), min(len(p.replace(_BOUNDARY, "")) for p in phrases), -len(phrases))
 
 
 def _node(op, av) -> tuple[set[str] | None, set[str] | None]:
@@ -245,17 +283,7 @@ def _node(op, av) -> tuple[set[str] | None, set[str] | None]:
     if op is _c.ATOMIC_GROUP:
         return _sequence(av)
     if op is _c.BRANCH:
-        alternatives = [_sequence(alt) for alt in av[1]]
-        if all(exact is not None for exact, _ in alternatives):
-            union = set().union(*(exact for exact, _ in alternatives))
-            if len(union) <= _MAX_EXACT:
-                return union, union
-        required: set[str] = set()
-        for exact, anyof in alternatives:
-            if anyof is None or any(not p.replace(_BOUNDARY, "") for p in anyof):
-                return None, None
-            required |= anyof
-        return None, required
+        return _branch(av)
     if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
         low, high, sub = av
         exact, anyof = _sequence(sub)

@@ -389,7 +389,8 @@ _HOSTILE_TEXT = st.lists(
 ).map("".join)
 
 
-def _outgoing(name, subject, text, html, refs, domain="column.example", addr="reader@example.org") -> Outgoing:
+def _outgoing(name, subject, text, html, refs, domain="column.example", addr="reader@example.org",
+              extra=None) -> Outgoing:
     return Outgoing(
         sender=make_address("letters@column.example", "The Column"),
         recipient=make_address(addr, name),
@@ -398,7 +399,7 @@ def _outgoing(name, subject, text, html, refs, domain="column.example", addr="re
         domain=domain,
         in_reply_to=refs[-1] if refs else None,
         references=refs,
-        extra_headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
+        extra_headers={**(extra or {}), "Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
     )
 
 
@@ -410,10 +411,13 @@ def _outgoing(name, subject, text, html, refs, domain="column.example", addr="re
     html=st.one_of(st.none(), _HOSTILE_TEXT),
     refs=st.lists(st.from_regex(r"<[a-z0-9.]{1,20}@[a-z]{1,10}\.example>", fullmatch=True), max_size=4),
     addr=st.sampled_from(["reader@example.org", "zoë@example.org", "o'brien+tag@example.org"]),
+    extra=st.sampled_from([{}, {"Reply-To": "subscribe@column.example"}]),
 )
-def test_our_own_message_reads_the_same_from_the_object_as_from_its_bytes(name, subject, text, html, refs, addr):
+def test_our_own_message_reads_the_same_from_the_object_as_from_its_bytes(name, subject, text, html, refs, addr, extra):
+    # Acknowledgements, subscription confirmations (with Reply-To) and the
+    # desk's replies all come from build_message.
     try:
-        outgoing = _outgoing(name, subject, text, html, refs, addr=addr)
+        outgoing = _outgoing(name, subject, text, html, refs, addr=addr, extra=extra)
     except AddressError:
         assume(False)
     message = build_message(outgoing, clock=lambda: _FIXED)

@@ -324,7 +324,9 @@ def test_the_prefilter_never_skips_a_pattern_on_text_it_matches(rx, data):
     # Hypothesis writes texts that contain a match of the pattern, with any
     # characters around it (which is what tests the whole-word reasoning).
     pattern = re.compile(rx)
-    text = data.draw(st.from_regex(pattern))
+    # (The empty text is there so that a pattern hypothesis finds hard to
+    # write matches for can never make the test "unsatisfiable".)
+    text = data.draw(st.from_regex(pattern) | st.just(""))
     if pattern.search(text):
         assert 0 in PatternIndex([rx]).candidates(text)
 

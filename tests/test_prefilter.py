@@ -68,7 +68,7 @@ def test_a_text_without_the_phrases_skips_the_pattern():
 @given(data=st.data())
 def test_a_pattern_that_matches_is_always_a_candidate(rx, data):
     pattern = re.compile(rx)
-    text = data.draw(st.from_regex(pattern))
+    text = data.draw(st.from_regex(pattern) | st.just(""))  # "" keeps a hard pattern from being unsatisfiable
     if pattern.search(text):
         assert 0 in PatternIndex([rx]).candidates(text)
 
