@@ -24,12 +24,16 @@ the last acknowledgement and reports when that happened.
 
     .venv/bin/python bench/ingest.py [--quick] [--letters N] [--clients C] [--rate R]
                                      [--client raw|aiosmtplib|smtplib] [--no-pin]
-                                     [--profile py-spy|cprofile] [--keep] [--json]
+                                     [--profile py-spy|py-spy-gil|cprofile] [--keep] [--json]
+    .venv/bin/python bench/ingest.py --parts [--letters N]
 
 ``--rate R`` offers R letters a second (open loop) instead of as many as the
 clients can send: latency then shows what a sender sees at that load.
 ``--profile py-spy`` needs ``pip install py-spy`` in the venv; the profile
-(collapsed stacks) is left in the kept folder.
+(collapsed stacks) is left in the kept folder. It covers the burst, every
+thread; ``py-spy-gil`` samples only the thread holding the interpreter lock
+(Python's own CPU: SQLite, which works without the lock, is not in it) and
+goes on until the last acknowledgement.
 """
 
 from __future__ import annotations
@@ -375,11 +379,12 @@ def _server_cmd(args, config: Path, out: Path) -> list[str]:
 
 
 def _start_profiler(args, pid: int, out: Path) -> subprocess.Popen | None:
-    if args.profile != "py-spy":
+    if args.profile not in ("py-spy", "py-spy-gil"):
         return None
     spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     return subprocess.Popen(
         [spy, "record", "--pid", str(pid), "--threads", "--nonblocking", "--rate", "250",
+         *(["--gil"] if args.profile == "py-spy-gil" else []),
          "--format", "raw", "-o", str(out / "mailer.pyspy.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -406,7 +411,8 @@ def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> di
         cpu0 = _cpu_seconds(server_pid)
         result = run_client(port, args, cpus[1] if cpus else None)
         result["server_cpu"] = _cpu_seconds(server_pid) - cpu0
-        _stop_profiler(profiler)
+        if args.profile != "py-spy-gil":
+            _stop_profiler(profiler)
         # The pipeline runs behind the listener; wait for the last acknowledgement.
         maildir = work / "maildir" / "new"
         deadline = time.time() + 120 + args.letters / 20
@@ -421,6 +427,7 @@ def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> di
         # Everything the server spent on the run, acknowledgements included,
         # whether they were written during the burst or after it.
         result["server_cpu_to_last_ack"] = _cpu_seconds(server_pid) - cpu0
+        _stop_profiler(profiler)
     finally:
         _common.stop(proc, timeout=120)
         log.close()
@@ -466,6 +473,99 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+# --------------------------------------------------------------------------
+# The parts, measured alone (--parts)
+
+
+def _best_ms(fn, items, rounds: int = 5) -> float:
+    """Milliseconds of CPU per item, the best of ``rounds`` passes (after a warm-up)."""
+    for item in items[:10]:
+        fn(item)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for item in items:
+            fn(item)
+        best = min(best, (time.process_time() - start) / len(items) * 1000)
+    return best
+
+
+def parts_main(args) -> int:
+    """CPU per letter of each part of the server's work, in this process, one part at a time."""
+    from mailer import archive, crisis, parsing, pipeline, topics
+    from mailer.clock import system_clock
+    from mailer.compose import Outgoing, build_message, make_address, render, reply_subject
+    from mailer.config import load_config_file
+    from mailer.db import open_database
+    from mailer.templating import template_environment
+
+    letters = make_letters(args.letters, seed=9)
+    raws = [raw for _, raw in letters]
+    parsed = [parsing.parse_message(raw) for raw in raws]
+    crisis.assess("", "")  # builds the crisis prefilter, as the service does at start
+    work = Path(tempfile.mkdtemp(prefix="mailer-bench-parts-"))
+    try:
+        config = load_config_file(_common.write_config(work, smtp_port=_common.free_port()))
+        import_topics(work / "mailer.toml")
+        db = open_database(config.storage.database)
+        start = time.process_time()
+        for sender, raw in letters:
+            with db.atomic():
+                archive.store_inbound(db, raw, archive.Envelope(sender, (RCPT,), "127.0.0.1:1"),
+                                      kind="letter", clock=system_clock)
+        store = (time.process_time() - start) / len(letters) * 1000
+        matching = _best_ms(lambda p: topics.topics_for_letter(db, p.subject, p.body_text, limit=3), parsed, 2)
+        templates = template_environment(config.templates_override())
+        ctx = pipeline.PipelineContext(config=config, templates=templates, clock=system_clock)
+        handlers = pipeline.default_handlers()
+        start, done = time.process_time(), 0
+        while True:
+            with db.atomic():
+                handled = pipeline.process_pending(db, handlers, ctx, 1)
+            if not handled:
+                break
+            done += handled
+        acknowledging = (time.process_time() - start) / max(1, done) * 1000
+        db.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def outgoing(p):
+        body = render(templates, "acknowledgement", {
+            "reader_name": p.from_name, "subject": p.subject, "topics": [], "fell_back": True,
+            "crisis": False, "crisis_resources": "", "column": config.column})
+        return Outgoing(sender=make_address("letters@column.example", "The Column"),
+                        recipient=make_address(p.from_addr, p.from_name), subject=reply_subject(p.subject),
+                        body=body, domain="column.example", in_reply_to=p.message_id, references=p.references,
+                        extra_headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"})
+
+    outs = [outgoing(p) for p in parsed]
+    messages = [build_message(o, clock=system_clock) for o in outs]
+    acks = [m.as_bytes() for m in messages]
+    rows = [
+        ["listener: store_inbound, before the 250", store],
+        ["  of which parse_message", _best_ms(parsing.parse_message, raws)],
+        ["pipeline: process_pending, one letter acknowledged", acknowledging],
+        ["  of which crisis.assess", _best_ms(lambda p: crisis.assess(p.subject, p.body_text), parsed)],
+        ["  of which topics_for_letter", matching],
+        ["  of which build_message + as_bytes",
+         _best_ms(lambda o: build_message(o, clock=system_clock).as_bytes(), outs)],
+        ["  of which reading our acknowledgement to archive it: parse_message", _best_ms(parsing.parse_message, acks)],
+    ]
+    if hasattr(parsing, "parse_own"):
+        rows.append(["    ... what enqueue does now: parse_own",
+                     _best_ms(lambda pair: parsing.parse_own(*pair), list(zip(messages, acks)))])
+    info = _common.machine()
+    _common.print_table(
+        f"mailer ingest parts, {dt.date.today().isoformat()}: {len(letters):,} of the bench's letters, CPU per letter",
+        ["part", "ms"], [[name, f"{ms:.2f}"] for name, ms in rows],
+        ["each part alone in one process (no SMTP, no threads); the two totals commit once per letter, "
+         "the parts under them are the best of 5 passes",
+         f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}"],
+    )
+    return 0
+
+
 def summarise(name: str, result: dict, letters: int) -> dict:
     lat = result["latencies"]
     return {
@@ -492,9 +592,13 @@ def main() -> int:
                         help="Offer letters at this many per second (open loop) instead of as fast as the "
                              "clients can; latency then shows what a sender sees at that load.")
     parser.add_argument("--no-pin", action="store_true", help="Do not pin client and server to separate cores.")
-    parser.add_argument("--profile", choices=("py-spy", "cprofile"), help="Profile the mailer server (figures get slower).")
+    parser.add_argument("--profile", choices=("py-spy", "py-spy-gil", "cprofile"),
+                        help="Profile the mailer server (figures get slower).")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder (database, Maildir, log).")
-    parser.add_argument("--json", action="store_true", help="Also print the figures as one JSON line (to compare runs).")
+    parser.add_argument("--json", action="store_true",
+                        help="Also print the figures as one JSON line (to compare runs).")
+    parser.add_argument("--parts", action="store_true",
+                        help="Instead of serving: the CPU per letter of each part of the work, measured alone.")
     parser.add_argument("--role", choices=("bench", "client", "bare-server"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -506,6 +610,10 @@ def main() -> int:
         return client_main(args)
     if args.role == "bare-server":
         return bare_server_main(args)
+    if args.parts:
+        if args.letters == 5000:
+            args.letters = 300
+        return parts_main(args)
 
     cpus = None
     available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []

@@ -421,7 +421,9 @@ def _compile(patterns: tuple[tuple[str, str], ...]) -> tuple[tuple[str, re.Patte
 
 
 _GUARDS = _compile(GUARDS)
-_PATTERNS: tuple[tuple[str, tuple[tuple[str, re.Pattern[str]], ...]], ...] = (
+#: (category, ((pattern name, compiled pattern), ...)), in the order of CATEGORIES.
+_Patterns = tuple[tuple[str, tuple[tuple[str, "re.Pattern[str]"], ...]], ...]
+_PATTERNS: _Patterns = (
     (SUICIDE, _compile(SUICIDE_PATTERNS)),
     (SELF_HARM, _compile(SELF_HARM_PATTERNS)),
     (DANGER, _compile(DANGER_PATTERNS)),
@@ -469,7 +471,7 @@ def _prepare_with_words(subject: str, text: str, *, prefilter: bool = True) -> t
     return combined, words
 
 
-def _candidates(prepared: str, prefilter: bool, words: set[str] | None = None) -> tuple[tuple[str, tuple[tuple[str, re.Pattern[str]], ...]], ...]:
+def _candidates(prepared: str, prefilter: bool, words: set[str] | None = None) -> _Patterns:
     """Per category, the patterns that could match ``prepared`` (all of them without the prefilter).
 
     Searching all 123 expressions over a letter took 5 ms. Every match of a

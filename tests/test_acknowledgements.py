@@ -453,7 +453,8 @@ def test_built_messages_are_byte_for_byte_those_of_the_stock_email_policies(name
     from mailer import compose
 
     try:
-        outgoing = _outgoing(name, subject, "Dear reader,\n" + subject, "<p>" + name + "</p>", ["<a@example.org>"], addr=addr)
+        outgoing = _outgoing(name, subject, "Dear reader,\n" + subject, "<p>" + name + "</p>", ["<a@example.org>"],
+                             addr=addr)
     except AddressError:
         assume(False)
     with mock.patch("email.utils.make_msgid", return_value="<fixed@column.example>"), \
