@@ -25,7 +25,9 @@ import sqlite_utils
 
 from . import crisis, topics
 from .clock import iso
-from .compose import AddressError, Outgoing, build_message, make_address, render, reply_subject
+from .compose import (
+    AUTO_REPLY_HEADERS, AddressError, Outgoing, answering, build_message, make_address, render, reply_subject,
+)
 from .outbox import enqueue
 from .policy import Letter, reason_not_to_answer
 
@@ -83,9 +85,8 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: "PipelineContext") 
             subject=reply_subject(row["subject"]),
             body=body,
             domain=config.smtp.domain,
-            in_reply_to=row["message_id"],
-            references=json.loads(row["references_ids"] or "[]"),
-            extra_headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
+            extra_headers=AUTO_REPLY_HEADERS,
+            **answering(row),
         )
     except AddressError as exc:
         return f"not answered: {exc}"

@@ -10,12 +10,15 @@ therefore stays a display name.
 from __future__ import annotations
 
 import email.header
+import json
 import email.utils
 import re
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
+from typing import Mapping
 
 import jinja2
 
@@ -27,6 +30,11 @@ LOOP_HEADER = "X-Mailer-Loop"
 MAX_HEADER_TEXT = 250
 MAX_DECODE_PASSES = 4
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+#: What every automatic response carries: RFC 3834's marker, and the header
+#: that asks Microsoft servers not to answer it with an out-of-office.
+AUTO_REPLY_HEADERS = MappingProxyType({"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"})
 
 
 class AddressError(ValueError):
@@ -85,6 +93,13 @@ def reply_subject(subject: str) -> str:
     return f"Re: {subject}"
 
 
+def answering(row: dict | None) -> dict:
+    """``in_reply_to`` and ``references`` for an Outgoing that answers an archived message row."""
+    if row is None:
+        return {"in_reply_to": None, "references": []}
+    return {"in_reply_to": row["message_id"], "references": json.loads(row["references_ids"] or "[]")}
+
+
 @dataclass
 class Rendered:
     """A rendered text body and its HTML alternative."""
@@ -114,7 +129,7 @@ class Outgoing:
     domain: str
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 # The SMTP policies with a header registry that makes each header class once

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Callable
-
 import sqlite_utils
 
 from . import migrations
@@ -57,5 +55,3 @@ def schema_version(db: sqlite_utils.Database) -> int:
     """The number of the last migration applied to this database."""
     return migrations.current_version(db)
 
-
-Transaction = Callable[[sqlite_utils.Database], object]

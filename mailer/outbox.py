@@ -20,7 +20,7 @@ from email.message import EmailMessage
 import sqlite_utils
 
 from .archive import Stored, store_outbound
-from .clock import Clock, iso
+from .clock import Clock, iso, parse_iso
 from .config import DeliveryConfig
 from .delivery import PermanentFailure, TemporaryFailure, Transport
 from .parsing import parse_own
@@ -234,8 +234,6 @@ class OutboxWorker:
             return self.poll_seconds
         if nxt is None:
             return self.poll_seconds
-        from .clock import parse_iso
-
         wait = (parse_iso(nxt) - self.clock()).total_seconds()
         return max(0.05, min(self.poll_seconds, wait))
 

@@ -41,7 +41,9 @@ import jinja2
 import sqlite_utils
 
 from .clock import Clock, iso, parse_iso
-from .compose import AddressError, Outgoing, build_message, make_address, render, reply_subject
+from .compose import (
+    AUTO_REPLY_HEADERS, AddressError, Outgoing, answering, build_message, make_address, render, reply_subject,
+)
 from .config import Config
 from .outbox import enqueue
 from .policy import Letter, reason_not_to_answer
@@ -356,13 +358,8 @@ def request_subscription(
                 subject=f"Confirm your subscription to {config.column.name} (confirm {token})",
                 body=body,
                 domain=config.smtp.domain,
-                in_reply_to=request["message_id"] if request else None,
-                references=json.loads(request["references_ids"] or "[]") if request else [],
-                extra_headers={
-                    "Reply-To": config.addresses.subscribe,
-                    "Auto-Submitted": "auto-replied",
-                    "X-Auto-Response-Suppress": "All",
-                },
+                extra_headers={"Reply-To": config.addresses.subscribe, **AUTO_REPLY_HEADERS},
+                **answering(request),
             )
         except AddressError as exc:
             return ConfirmationRequest(f"not sent: {exc}", subscriber_id)
@@ -663,9 +660,8 @@ def _send_notice(db, template: str, email: str, request: dict, ctx: "PipelineCon
             subject=reply_subject(request["subject"] or config.column.name),
             body=body,
             domain=config.smtp.domain,
-            in_reply_to=request["message_id"],
-            references=json.loads(request["references_ids"] or "[]"),
-            extra_headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
+            extra_headers=AUTO_REPLY_HEADERS,
+            **answering(request),
         )
     except AddressError as exc:
         return f"no notice: {exc}"
