@@ -58,8 +58,11 @@ CONFIRM_TOKEN_BYTES = 24
 #: Length of an unsubscribe token: 8 bytes of id + 16 bytes of MAC, base64url.
 UNSUBSCRIBE_TOKEN_CHARS = 32
 
-_CONFIRM_IN_TEXT = re.compile(r"\bconfirm[\s:]+([A-Za-z0-9_-]{32})\b", re.IGNORECASE)
-_UNSUBSCRIBE_IN_TEXT = re.compile(r"\bunsubscribe[\s:]+([A-Za-z0-9_-]{32})\b", re.IGNORECASE)
+# Tokens are base64url, so they may begin or end with "-": a \b there would
+# miss one token in 64, so the edges are spelled out as look-arounds.
+_TOKEN_IN_TEXT = r"[\s:]+([A-Za-z0-9_-]{32})(?![A-Za-z0-9_-])"
+_CONFIRM_IN_TEXT = re.compile(r"\bconfirm" + _TOKEN_IN_TEXT, re.IGNORECASE)
+_UNSUBSCRIBE_IN_TEXT = re.compile(r"\bunsubscribe" + _TOKEN_IN_TEXT, re.IGNORECASE)
 _LOCAL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_PART = re.compile(rf"^{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM})*$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

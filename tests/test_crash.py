@@ -459,7 +459,13 @@ def test_acknowledgements_wait_out_a_flaky_relay_and_arrive_exactly_once(tmp_pat
                     client.sendmail(f"reader{n}@example.org", [LETTERS], raw)
             for mode, needle in (("refuse-connect", "421"), ("refuse-data", "451"),
                                  ("stall", ""), ("drop", ""), ("refuse-connect", "421")):
+                met_before = relay.seen[mode]
                 relay.mode = mode
+                # A session opened in the previous mode can still fail after the
+                # switch (a stalled one ends with EOF), which would count as a
+                # retry; so count retries only once a client has met this mode.
+                wait_for(lambda: relay.seen[mode] > met_before, timeout=20,
+                         message=f"a client met the relay in mode {mode}")
                 since = {r["id"]: r["attempts"] for r in outbox()}
                 wait_for(every_row_tried_again(since, needle), timeout=20,
                          message=f"every acknowledgement tried against a relay in mode {mode}")
