@@ -12,9 +12,11 @@ discarding), then in the same run:
    machine weighs on both sides alike).
 
 Each side runs in a fresh process, so its peak RSS is its own. Reports
-messages per second, the ratio real/bare, and peak RSS.
+messages per second, the ratio real/bare, and peak RSS. ``--dkim`` makes
+the real path DKIM-sign every copy with a fresh 2048-bit key (bench/signing.py
+compares the two).
 
-    .venv/bin/python bench/digest.py [--quick] [--n N] [--concurrency C]
+    .venv/bin/python bench/digest.py [--quick] [--n N] [--concurrency C] [--dkim]
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def run_sink(port_file: Path) -> None:
 
 # -- the two sides ------------------------------------------------------------------------------
 
-def make_config(folder: Path, port: int, concurrency: int):
+def make_config(folder: Path, port: int, concurrency: int, dkim: bool = False):
     from mailer.config import config_from_dict, resolve_paths
 
     data = {
@@ -81,6 +83,11 @@ def make_config(folder: Path, port: int, concurrency: int):
         "digest": {"concurrency": concurrency, "schedules": "schedules"},
         "web": {"public_url": "https://column.example"},
     }
+    if dkim:
+        from mailer.dkim import generate_key, write_private_key
+
+        write_private_key(folder / "dkim.key", generate_key(2048), force=True)
+        data["dkim"] = {"selector": "bench", "domain": "column.example", "key_file": "dkim.key"}
     return resolve_paths(config_from_dict(data), folder, source=None)
 
 
@@ -109,11 +116,11 @@ def prepare(config, n: int) -> None:
     db.close()
 
 
-def run_real(folder: Path, port: int, n: int, concurrency: int) -> dict:
+def run_real(folder: Path, port: int, n: int, concurrency: int, dkim: bool = False) -> dict:
     from mailer.digest import run_digest
     from mailer.subscribers import token_key
 
-    config = make_config(folder, port, concurrency)
+    config = make_config(folder, port, concurrency, dkim)
     prepare(config, n)
     rss_before = peak_rss_mb()
     start = time.perf_counter()
@@ -165,11 +172,11 @@ def run_bare(folder: Path, port: int, n: int, concurrency: int) -> dict:
 
 # -- the run ------------------------------------------------------------------------------------
 
-def phase(name: str, port: int, n: int, concurrency: int) -> dict:
+def phase(name: str, port: int, n: int, concurrency: int, dkim: bool = False) -> dict:
     """Run one side in a fresh process (so its peak RSS is its own)."""
     out = subprocess.run(
         [sys.executable, __file__, "--phase", name, "--port", str(port), "--n", str(n),
-         "--concurrency", str(concurrency)],
+         "--concurrency", str(concurrency), *(["--dkim"] if dkim else [])],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -180,6 +187,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="subscribers (default 100,000)")
     parser.add_argument("--quick", action="store_true", help="5,000 subscribers")
     parser.add_argument("--concurrency", type=int, default=8, help="relay connections on both sides")
+    parser.add_argument("--dkim", action="store_true", help="DKIM-sign the real path's copies (2048-bit key)")
     parser.add_argument("--phase", choices=["real", "bare", "sink"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
@@ -195,7 +203,8 @@ def main() -> None:
         logging.basicConfig(level=logging.WARNING)
         with tempfile.TemporaryDirectory(prefix="bench-digest-") as folder:
             fn = run_real if args.phase == "real" else run_bare
-            print(json.dumps(fn(Path(folder), args.port, n, args.concurrency)))
+            extra = {"dkim": args.dkim} if args.phase == "real" else {}
+            print(json.dumps(fn(Path(folder), args.port, n, args.concurrency, **extra)))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-sink-") as folder:
@@ -212,7 +221,7 @@ def main() -> None:
             # The bare loop runs half before and half after the real path, so that
             # load from elsewhere on the machine weighs on both sides alike.
             first = phase("bare", port, n // 2, args.concurrency)
-            real = phase("real", port, n, args.concurrency)
+            real = phase("real", port, n, args.concurrency, args.dkim)
             second = phase("bare", port, n - n // 2, args.concurrency)
             bare = {"sent": first["sent"] + second["sent"], "seconds": first["seconds"] + second["seconds"],
                     "peak_rss_mb": max(first["peak_rss_mb"], second["peak_rss_mb"]),
@@ -221,7 +230,7 @@ def main() -> None:
         finally:
             sink.send_signal(signal.SIGTERM)
             received = json.loads(sink.communicate(timeout=30)[0].strip().splitlines()[-1])["received"]
-    print(f"  real digest path : {real['sent']:>8,} sent in {real['seconds']:7.1f} s = {real['rate']:7.0f} msg/s,"
+    print(f"  {'real path + DKIM' if args.dkim else 'real digest path'} : {real['sent']:>8,} sent in {real['seconds']:7.1f} s = {real['rate']:7.0f} msg/s,"
           f" peak RSS {real['peak_rss_mb']:.0f} MiB (before sending {real['rss_before_send_mb']:.0f} MiB),"
           f" archive {real['db_mb']:.0f} MiB")
     print(f"  bare aiosmtplib  : {bare['sent']:>8,} sent in {bare['seconds']:7.1f} s = {bare['rate']:7.0f} msg/s,"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -34,6 +35,10 @@ class SmtpConfig:
     max_recipients: int = 20
     idle_timeout: float = 120.0
     max_connections: int = 200
+    # -- issue 7 (TLS): STARTTLS; empty = no STARTTLS (see docs/tls.md) --
+    tls_cert: str = ""
+    tls_key: str = ""
+    require_starttls: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ class DeliveryConfig:
     starttls: bool = False
     username: str = ""
     password_env: str = "MAILER_RELAY_PASSWORD"
+    # -- issue 7 (TLS): port 465 style TLS, and a private CA to verify the relay --
+    implicit_tls: bool = False
+    ca_file: str = ""
     timeout: float = 30.0
     max_attempts: int = 12
     retry_base_seconds: float = 30.0
@@ -131,6 +139,27 @@ class SubscribersConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """How log lines look (issue 7): "text", "json" or "logfmt", and the least level shown."""
+
+    format: str = "text"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """DKIM signing of every outgoing message (issue 7); no [dkim] section means no signing."""
+
+    selector: str = ""
+    domain: str = ""
+    key_file: Path = Path("var/dkim.key")
+
+    def record_name(self) -> str:
+        """Where receivers look the public key up: ``selector._domainkey.domain``."""
+        return f"{self.selector}._domainkey.{self.domain}"
+
+
+@dataclass(frozen=True)
 class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     addresses: AddressesConfig = field(default_factory=AddressesConfig)
@@ -142,6 +171,9 @@ class Config:
     crisis: CrisisConfig = field(default_factory=CrisisConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    #: None when the file has no [dkim] section: mail then goes out unsigned.
+    dkim: DkimConfig | None = None
     #: The folder relative paths were resolved against (the config file's folder).
     base_dir: Path = Path(".")
     #: The file this came from, or None for the embedded defaults.
@@ -219,8 +251,18 @@ def config_from_dict(data: dict) -> Config:
 
 def _resolve_type(annotation):
     if isinstance(annotation, str):
-        return eval(annotation, globals())  # annotations are postponed strings here
-    return annotation
+        annotation = eval(annotation, globals())  # annotations are postponed strings here
+    # An optional section (``DkimConfig | None``) is built as its dataclass when present.
+    present = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return present[0] if present else annotation
+
+
+#: Keys people reach for that must never be in a config file (issue 7): the
+#: file is copied, backed up and pasted into bug reports; the environment is not.
+_SECRET_KEYS = {
+    "delivery.password": "delivery.password_env",
+    "web.password": "web.password_env",
+}
 
 
 def _build_section(section: str, cls, values: dict):
@@ -228,6 +270,15 @@ def _build_section(section: str, cls, values: dict):
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
+        if f"{section}.{key}" in _SECRET_KEYS:
+            # Never echo the value: it is a password.
+            env_key = _SECRET_KEYS[f"{section}.{key}"]
+            env_name = getattr(cls(), env_key.split(".")[1])
+            raise ConfigError(
+                f"{section}.{key}: passwords do not belong in the config file; remove it and put "
+                f"the password in the environment variable named by {env_key} "
+                f"(default {env_name})"
+            )
         if key not in known:
             raise ConfigError(
                 f"unknown key {section}.{key} (known: {', '.join(sorted(known))})"
@@ -303,6 +354,95 @@ def _validate(config: Config) -> None:
         raise ConfigError("subscribers.confirm_expiry_hours: must be more than 0")
     if config.subscribers.confirmation_interval_hours < 0:
         raise ConfigError("subscribers.confirmation_interval_hours: must be 0 or more")
+    # -- issue 7 (the operator's view) ------------------------------------------
+    if config.logging.format not in ("text", "json", "logfmt"):
+        raise ConfigError(
+            f'logging.format: expected "text", "json" or "logfmt", got {config.logging.format!r}'
+        )
+    if config.logging.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f'logging.level: expected "debug", "info", "warning" or "error", got {config.logging.level!r}'
+        )
+    _validate_tls(config)
+    _validate_dkim(config)
+
+
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: A DKIM selector or domain (RFC 6376: dot-separated labels); `mailer dkim keygen` checks with it too.
+DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+
+
+def _validate_dkim(config: Config) -> None:
+    """Issue 7: [dkim] names a selector and a domain aligned with our From addresses.
+
+    The key file itself is read when a sending command starts (mailer/dkim.py),
+    so that `mailer dkim keygen` can run before the key exists.
+    """
+    dkim = config.dkim
+    if dkim is None:
+        return
+    for key in ("selector", "domain"):
+        value = getattr(dkim, key)
+        if not value:
+            raise ConfigError(f"dkim.{key}: required when there is a [dkim] section")
+        if not DNS_NAME.fullmatch(value) or len(value) > 253:
+            raise ConfigError(
+                f"dkim.{key}: {value!r} is not a DNS name (letters, digits, hyphens and dots, "
+                "no trailing dot)"
+            )
+    if "." not in dkim.domain:
+        raise ConfigError(f"dkim.domain: {dkim.domain!r} is a top-level domain; use the column's domain")
+    # An error, not a warning: a signature whose d= is not aligned with the
+    # From domain counts for nothing under DMARC, and Gmail, Yahoo and
+    # Outlook then file bulk mail as spam or refuse it; a warning in a log
+    # would cost weeks of lost mail before anyone read it. The check is
+    # DMARC's relaxed alignment without the public-suffix list: the From
+    # domain is d= or a subdomain of it, or the other way round. It refuses
+    # two sibling subdomains (d=a.column.example, From b.column.example) that
+    # DMARC would accept, but there is always a fix that works: sign with
+    # their parent, column.example, which is aligned with both.
+    # Only letters and subscribe appear in From; bounces is the envelope
+    # sender, which SPF aligns, and may legitimately be another domain.
+    signing = dkim.domain.casefold()
+    for key in ("letters", "subscribe"):
+        from_domain = getattr(config.addresses, key).rpartition("@")[2].casefold()
+        aligned = (from_domain == signing or from_domain.endswith("." + signing)
+                   or signing.endswith("." + from_domain))
+        if not aligned:
+            raise ConfigError(
+                f"dkim.domain: {dkim.domain!r} is not aligned with {from_domain!r}, the domain of "
+                f"addresses.{key} (the From address): receivers such as Gmail and Yahoo honour a "
+                f"signature only when d= is the From domain or its parent; set dkim.domain = "
+                f"\"{from_domain}\""
+            )
+
+
+def _validate_tls(config: Config) -> None:
+    """Issue 7: TLS settings that cannot work together. Files are checked at startup (tls.py)."""
+    smtp, delivery = config.smtp, config.delivery
+    if bool(smtp.tls_cert) != bool(smtp.tls_key):
+        given, missing = ("smtp.tls_cert", "smtp.tls_key") if smtp.tls_cert else ("smtp.tls_key", "smtp.tls_cert")
+        raise ConfigError(f"{missing}: {given} is set, so {missing} must be too (STARTTLS needs both)")
+    if smtp.require_starttls and not smtp.tls_cert:
+        raise ConfigError("smtp.require_starttls: needs smtp.tls_cert and smtp.tls_key")
+    if delivery.starttls and delivery.implicit_tls:
+        raise ConfigError(
+            "delivery.starttls, delivery.implicit_tls: choose one (STARTTLS on port 587 or 25, "
+            "implicit TLS on port 465)"
+        )
+    encrypted = delivery.starttls or delivery.implicit_tls
+    if delivery.mode == "smtp" and delivery.username and not encrypted:
+        # A password sent before TLS can be read by anyone on the path.
+        raise ConfigError(
+            "delivery.username: logging in to the relay needs an encrypted connection; set "
+            "delivery.starttls = true (or delivery.implicit_tls = true), or leave "
+            "delivery.username empty"
+        )
+    if delivery.mode == "smtp" and delivery.ca_file and not encrypted:
+        raise ConfigError(
+            "delivery.ca_file: only used with delivery.starttls or delivery.implicit_tls; "
+            "without either the relay connection is not encrypted"
+        )
 
 
 def resolve_paths(config: Config, base_dir: Path, *, source: Path | None) -> Config:
@@ -311,13 +451,27 @@ def resolve_paths(config: Config, base_dir: Path, *, source: Path | None) -> Con
     def fix(path: Path) -> Path:
         return path if path.is_absolute() else (base_dir / path)
 
+    def fix_optional(path: str) -> str:
+        # Issue 7: "" means "not set" and stays "", not the config's folder.
+        return str(fix(Path(path))) if path else ""
+
     return dataclasses.replace(
         config,
         storage=dataclasses.replace(config.storage, database=fix(config.storage.database)),
-        delivery=dataclasses.replace(config.delivery, maildir=fix(config.delivery.maildir)),
+        smtp=dataclasses.replace(
+            config.smtp, tls_cert=fix_optional(config.smtp.tls_cert),
+            tls_key=fix_optional(config.smtp.tls_key),
+        ),
+        delivery=dataclasses.replace(
+            config.delivery, maildir=fix(config.delivery.maildir),
+            ca_file=fix_optional(config.delivery.ca_file),
+        ),
         digest=dataclasses.replace(config.digest, schedules=fix(config.digest.schedules)),
         subscribers=dataclasses.replace(
             config.subscribers, token_key_file=fix(config.subscribers.token_key_file)
+        ),
+        dkim=None if config.dkim is None else dataclasses.replace(
+            config.dkim, key_file=fix(config.dkim.key_file)
         ),
         base_dir=base_dir,
         source=source,

@@ -55,3 +55,24 @@ def schema_version(db: sqlite_utils.Database) -> int:
     """The number of the last migration applied to this database."""
     return migrations.current_version(db)
 
+
+
+def ping(path: Path | str, *, timeout: float = 2.0) -> None:
+    """Read from the archive on a connection of its own; raise StorageError if it does not answer.
+
+    For health checks: it never creates, migrates or writes the file (a
+    missing file is an error here, not a new empty archive), and it reads a
+    real page of it, because ``SELECT 1`` alone succeeds without ever
+    opening the file.
+    """
+    uri = Path(path).resolve().as_uri() + "?mode=rw"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    try:
+        conn.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise StorageError(f"the database {path} does not answer: {exc}") from exc
+    finally:
+        conn.close()

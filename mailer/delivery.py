@@ -4,20 +4,27 @@ Both transports answer the same question the outbox worker asks: did this
 message get delivered, and if not, is it worth trying again? A temporary
 failure (4xx, refused connection, timeout) raises ``TemporaryFailure``; a
 permanent one (5xx) raises ``PermanentFailure`` with the relay's words.
+
+The relay connection is encrypted as configured (STARTTLS or implicit TLS,
+the certificate always verified) and never falls back to plaintext; a login
+happens only over TLS, and the password never appears in a failure's text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import mailbox
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
-from .config import DeliveryConfig
+from .config import ConfigError, DeliveryConfig
+from .tls import relay_context
 
 
 class DeliveryFailure(Exception):
@@ -87,22 +94,19 @@ class MaildirTransport:
 class SmtpTransport:
     """Hands messages to a relay with aiosmtplib, reusing a small pool of connections."""
 
-    def __init__(self, config: DeliveryConfig, password: str | None = None) -> None:
+    def __init__(
+        self,
+        config: DeliveryConfig,
+        password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config
         self.password = password
+        self.tls_context = tls_context
         self._pool: asyncio.LifoQueue = asyncio.LifoQueue()
 
     async def _connect(self) -> aiosmtplib.SMTP:
-        client = aiosmtplib.SMTP(
-            hostname=self.config.relay_host,
-            port=self.config.relay_port,
-            timeout=self.config.timeout,
-            start_tls=self.config.starttls,
-        )
-        await client.connect()
-        if self.config.username:
-            await client.login(self.config.username, self.password or "")
-        return client
+        return await connect_relay(self.config, self.tls_context, self.password)
 
     async def _acquire(self) -> aiosmtplib.SMTP:
         while not self._pool.empty():
@@ -114,7 +118,17 @@ class SmtpTransport:
     async def deliver(self, raw: bytes, mail_from: str, rcpt_to: list[str], key: str) -> str:
         """Send over SMTP; classify any failure as temporary or permanent."""
         try:
+            return await self._deliver(raw, mail_from, rcpt_to)
+        except DeliveryFailure as exc:
+            # The text is logged and kept in outbox.last_error: a relay that
+            # echoes what it was sent must not put the password there.
+            raise redact(exc, self.config.username, self.password) from None
+
+    async def _deliver(self, raw: bytes, mail_from: str, rcpt_to: list[str]) -> str:
+        try:
             client = await self._acquire()
+        except DeliveryFailure:
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             raise _classify(exc) from None
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
@@ -165,9 +179,117 @@ def _classify(exc: aiosmtplib.SMTPResponseException) -> DeliveryFailure:
     return PermanentFailure(text) if 500 <= exc.code < 600 else TemporaryFailure(text)
 
 
+async def connect_relay(
+    config: DeliveryConfig, tls_context: ssl.SSLContext | None, password: str | None
+) -> aiosmtplib.SMTP:
+    """Open a session with the relay: TLS as configured, then a login only over TLS.
+
+    Raises TemporaryFailure or PermanentFailure (a 5xx greeting). A relay
+    without STARTTLS when it is configured, an untrusted certificate and a
+    refused login are temporary: the message is fine, the setup is not, and
+    it is retried once that is fixed. Callers pass failures through
+    :func:`redact` before showing them.
+    """
+    where = f"relay {config.relay_host}:{config.relay_port}"
+    client = aiosmtplib.SMTP(
+        hostname=config.relay_host,
+        port=config.relay_port,
+        timeout=config.timeout,
+        use_tls=config.implicit_tls,
+        # False rather than aiosmtplib's default None, which means "upgrade
+        # if offered" and so carries on in clear when it is not: STARTTLS is
+        # done by hand below, so a relay without it is a failure.
+        start_tls=False,
+        tls_context=tls_context,
+    )
+    try:
+        await client.connect()
+        if config.starttls:
+            await client.ehlo()
+            if not client.supports_extension("starttls"):
+                raise TemporaryFailure(
+                    f"{where} does not offer STARTTLS (delivery.starttls = true); "
+                    "nothing was sent in clear, will retry"
+                )
+            await client.starttls()
+        if config.username:
+            if client.get_transport_info("sslcontext") is None:
+                # config.py refuses this setup; never send a password in clear regardless.
+                raise TemporaryFailure(f"{where}: not logging in over an unencrypted connection")
+            try:
+                await client.login(config.username, password or "")
+            except aiosmtplib.SMTPResponseException as exc:
+                raise TemporaryFailure(
+                    f"{where} refused the login of delivery.username {config.username!r}: "
+                    f"{exc.code} {exc.message} (check the password in ${config.password_env})"
+                ) from None
+    except DeliveryFailure:
+        client.close()
+        raise
+    except aiosmtplib.SMTPResponseException as exc:
+        client.close()
+        raise _classify(exc) from None
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        client.close()
+        untrusted = _certificate_error(exc)
+        if untrusted is not None:
+            raise TemporaryFailure(
+                f"{where}: its TLS certificate is not trusted ({untrusted.verify_message}); "
+                "if the relay uses a private CA, set delivery.ca_file"
+            ) from None
+        raise TemporaryFailure(f"{where} unreachable: {exc}") from None
+    return client
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    # aiosmtplib wraps the ssl error for implicit TLS, not for STARTTLS.
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def redact(failure: DeliveryFailure, username: str, password: str | None) -> DeliveryFailure:
+    """The same failure with the password, and the AUTH encodings of it, cut out of its text."""
+    if not password:
+        return failure
+    secrets = {
+        password,
+        base64.b64encode(password.encode()).decode(),  # AUTH LOGIN
+        base64.b64encode(f"\0{username}\0{password}".encode()).decode(),  # AUTH PLAIN
+    }
+    text = str(failure)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return type(failure)(text)
+
+
+def relay_password(config: DeliveryConfig, environ) -> str | None:
+    """The relay password from the variable named by ``delivery.password_env``; None without a login.
+
+    Raises ConfigError when a login is configured but the variable is empty,
+    so ``mailer serve`` says so at startup instead of every delivery failing.
+    """
+    if not config.username:
+        return None
+    password = environ.get(config.password_env, "")
+    if not password:
+        raise ConfigError(
+            f"delivery.username is set, but the environment variable {config.password_env} "
+            "(delivery.password_env) that should hold the relay password is empty or unset"
+        )
+    return password
+
+
 def make_transport(config: DeliveryConfig, environ=None) -> Transport:
-    """The transport the config asks for (the relay password comes from the environment)."""
+    """The transport the config asks for (the relay password comes from the environment).
+
+    Raises ConfigError for a missing password or an unreadable ``delivery.ca_file``.
+    """
     environ = os.environ if environ is None else environ
     if config.mode == "smtp":
-        return SmtpTransport(config, password=environ.get(config.password_env))
+        return SmtpTransport(
+            config, password=relay_password(config, environ), tls_context=relay_context(config)
+        )
     return MaildirTransport(config.maildir)

@@ -28,6 +28,11 @@ automatically). See docs/digest.md.
 
 Memory stays flat: subscribers are read in batches by id, a bounded queue
 feeds ``digest.concurrency`` workers, each with one reused connection.
+
+DKIM (issue 7). With ``[dkim]`` each copy is signed as it is made, with
+``t=`` the digest's composition time, and its DKIM-Signature header is kept
+in the copy's archive row, the one part the frame cannot rebuild
+(docs/dkim.md).
 """
 
 from __future__ import annotations
@@ -56,7 +61,12 @@ from .clock import Clock, iso, parse_iso
 from .compose import LOOP_HEADER, header_text, make_address, render
 from .config import Config, DeliveryConfig
 from .db import open_database
-from .delivery import MaildirTransport, PermanentFailure, TemporaryFailure
+from .dkim import Signer, load_signer
+from .delivery import (
+    DeliveryFailure, MaildirTransport, PermanentFailure, TemporaryFailure, connect_relay, redact,
+    relay_password,
+)
+from .tls import relay_context
 from .subscribers import unsubscribe_mailto, unsubscribe_token, unsubscribe_url
 from .topics import topics_published_since
 from .writer import DatabaseWriter
@@ -250,6 +260,16 @@ def get_digest(db: sqlite_utils.Database, digest_id: int) -> Digest | None:
     return Digest.from_row(rows[0]) if rows else None
 
 
+def list_digests(db: sqlite_utils.Database, *, limit: int = 20) -> list[dict]:
+    """Digests, newest first: period, state, dates, topics listed, copies sent and not sent."""
+    return list(db.query(
+        "SELECT d.id, d.period, d.status, d.created_at, d.finished_at, json_array_length(d.topics) AS topics, "
+        "(SELECT count(*) FROM digest_sends s WHERE s.digest_id = d.id AND s.status = 'sent') AS sent, "
+        "(SELECT count(*) FROM digest_sends s WHERE s.digest_id = d.id AND s.status != 'sent') AS other "
+        "FROM digests d ORDER BY d.id DESC LIMIT ?", [limit],
+    ))
+
+
 def previous_digest(db: sqlite_utils.Database) -> dict | None:
     """The latest digest that went (or is going) out; its creation is the next one's 'since'."""
     rows = list(db.query(
@@ -387,6 +407,9 @@ def archived_bytes(db: sqlite_utils.Database, message_id: int, key: bytes) -> by
         raise DigestError(f"message {message_id}: its digest {meta['digest']} is missing from the archive")
     subscriber_id = meta["subscriber"]
     raw = digest.frame.copy(json.loads(row["rcpt_to"])[0], subscriber_id, unsubscribe_token(key, subscriber_id))
+    # Issue 7: the copy's DKIM-Signature is kept with its row (it differs per
+    # copy, and the key that made it may have been replaced since).
+    raw = meta.get("dkim", "").encode("ascii") + raw
     if hashlib.sha256(raw).hexdigest() != row["raw_sha256"]:
         raise DigestError(
             f"message {message_id}: the rebuilt copy does not match what was sent "
@@ -449,14 +472,18 @@ def _checkpoint(db, digest_id: int, subscriber_id: int, now: str) -> bool:
     return True
 
 
-def _archive_copies(db, digest_id: int, archive: dict, copies: list[tuple[int, str, int, str]], now: str) -> None:
-    """Archive copies the relay took (or may have): (subscriber id, address, size, sha256) each.
+def _archive_copies(db, digest_id: int, archive: dict, copies: list[tuple[int, str, int, str, bytes]],
+                    now: str) -> None:
+    """Archive copies the relay took (or may have): (subscriber id, address, size, sha256, DKIM-Signature) each.
+
+    The signature header (b"" when not signing) is kept in the row's meta: it
+    is the one part of a copy the frame cannot rebuild.
 
     A copy is rebuilt exactly from its digest's frame, so its archive row can
     follow the send; a copy logged 'sending' by a run that was killed before
     archiving it is archived by the next run (:meth:`DigestRun._backfill`).
     """
-    for subscriber_id, address, size, sha256 in copies:
+    for subscriber_id, address, size, sha256, signature in copies:
         found = db.execute(
             "SELECT d.message_id, s.thread_id FROM digest_sends d JOIN subscribers s ON s.id = d.subscriber_id "
             "WHERE d.digest_id = ? AND d.subscriber_id = ?", [digest_id, subscriber_id],
@@ -481,7 +508,8 @@ def _archive_copies(db, digest_id: int, archive: dict, copies: list[tuple[int, s
              archive["from_addr"], archive["from_name"], json.dumps([address]), archive["subject"],
              archive["date"], archive["list_id"], archive["body_text"], size, sha256,
              now, "digest copy (compact: rebuilt from its frame)",
-             json.dumps({"digest": digest_id, "subscriber": subscriber_id, "compact": True})],
+             json.dumps({"digest": digest_id, "subscriber": subscriber_id, "compact": True,
+                         **({"dkim": signature.decode("ascii")} if signature else {})})],
         ).lastrowid
         db.execute(
             "UPDATE threads SET message_count = message_count + 1, last_message_at = max(last_message_at, ?) "
@@ -553,24 +581,23 @@ Checkpoint = Callable[[], Awaitable[None]]
 class SmtpDigestSession:
     """One reused relay connection that lets the send log commit before the final dot."""
 
-    def __init__(self, config: DeliveryConfig, password: str | None) -> None:
+    def __init__(self, config: DeliveryConfig, password: str | None, tls_context=None) -> None:
         self.config = config
         self.password = password
+        self.tls_context = tls_context
         self._client: aiosmtplib.SMTP | None = None
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
             return self._client
-        client = aiosmtplib.SMTP(
-            hostname=self.config.relay_host, port=self.config.relay_port,
-            timeout=self.config.timeout, start_tls=self.config.starttls,
-        )
+        # Issue 7: TLS, certificate checks and login-only-over-TLS are delivery.py's.
         try:
-            await client.connect()
+            client = await connect_relay(self.config, self.tls_context, self.password)
+        except DeliveryFailure as exc:
+            raise redact(exc, self.config.username, self.password) from None
+        try:
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()  # before asking about 8BITMIME
-            if self.config.username:
-                await client.login(self.config.username, self.password or "")
         except aiosmtplib.SMTPResponseException as exc:
             client.close()
             raise _classify(exc.code, exc.message) from None
@@ -664,14 +691,17 @@ class DigestTransport:
     def __init__(self, config: DeliveryConfig, environ=None) -> None:
         environ = os.environ if environ is None else environ
         self.config = config
-        self.password = environ.get(config.password_env)
+        smtp = config.mode == "smtp"
+        # Issue 7: a missing password or CA file is a ConfigError here, before any copy is sent.
+        self.password = relay_password(config, environ) if smtp else None
+        self.tls_context = relay_context(config) if smtp else None
         self.maildir = MaildirTransport(config.maildir) if config.mode == "maildir" else None
 
     def session(self):
         """A session for one worker."""
         if self.maildir is not None:
             return MaildirDigestSession(self.maildir)
-        return SmtpDigestSession(self.config, self.password)
+        return SmtpDigestSession(self.config, self.password, self.tls_context)
 
     def delivered(self, key: str) -> bool | None:
         """True/False if this transport can tell whether a copy arrived, else None (a relay cannot)."""
@@ -766,9 +796,14 @@ class DigestRun:
         clock: Clock,
         progress: Progress | None = None,
         stopping: asyncio.Event | None = None,
+        signer: Signer | None = None,
     ) -> None:
         assert digest.frame is not None
         self.stopping = stopping or asyncio.Event()
+        # Issue 7: each copy is DKIM-signed with t= the digest's composition
+        # time, so a copy signed again (see _backfill) is the same bytes.
+        self.signer = signer
+        self._signed_at = parse_iso(digest.created_at)
         self.digest = digest
         self.frame = digest.frame
         self.config = config
@@ -867,8 +902,8 @@ class DigestRun:
                 return
             copies = []
             for subscriber_id, address in rows:
-                raw = self.frame.copy(address, subscriber_id, unsubscribe_token(self.key, subscriber_id))
-                copies.append((subscriber_id, address, len(raw), hashlib.sha256(raw).hexdigest()))
+                raw, _, signature = self._copy(subscriber_id, address)
+                copies.append((subscriber_id, address, len(raw), hashlib.sha256(raw).hexdigest(), signature))
             await self.writer.run(_archive_copies, self.digest.id, self._archive, copies, iso(self.clock()))
 
     async def _pass(self) -> None:
@@ -914,9 +949,13 @@ class DigestRun:
 
     async def _send_one(self, session, subscriber_id: int, address: str) -> None:
         digest_id = self.digest.id
-        token = unsubscribe_token(self.key, subscriber_id)
-        raw = self.frame.copy(address, subscriber_id, token)
-        wire = self.frame.wire(address, subscriber_id, token)
+        if self.signer is None:
+            raw, wire, signature = self._copy(subscriber_id, address)
+        else:
+            # In a thread: the RSA step releases the GIL, so signing one copy
+            # overlaps with the other workers' SMTP (docs/dkim.md has the figures).
+            raw, wire, signature = await asyncio.get_running_loop().run_in_executor(
+                None, self._copy, subscriber_id, address)
         async def checkpoint() -> None:
             if not await self.writer.run(_checkpoint, digest_id, subscriber_id, iso(self.clock())):
                 raise Skip()
@@ -942,11 +981,11 @@ class DigestRun:
             return
         except Uncertain as exc:
             log.warning("digest %d to %s: %s; not resent", digest_id, address, exc)
-            self._archive_later(subscriber_id, address, raw)  # the relay may have it
+            self._archive_later(subscriber_id, address, raw, signature)  # the relay may have it
             self.summary.uncertain += 1
             self.progress("uncertain", 1)
             return
-        self._archive_later(subscriber_id, address, raw)
+        self._archive_later(subscriber_id, address, raw, signature)
         self._log(subscriber_id, "sent", answer)
         self.summary.sent += 1
         self.progress("sent", 1)
@@ -958,8 +997,19 @@ class DigestRun:
         self._answers.append((self.digest.id, subscriber_id, status, response[:500], iso(self.clock())))
         self._flush_soon()
 
-    def _archive_later(self, subscriber_id: int, address: str, raw: bytes) -> None:
-        self._copies.append((subscriber_id, address, len(raw), hashlib.sha256(raw).hexdigest()))
+    def _copy(self, subscriber_id: int, address: str) -> tuple[bytes, bytes, bytes]:
+        """One subscriber's copy: its bytes, the same dot-stuffed for DATA, and its DKIM-Signature (or b"")."""
+        token = unsubscribe_token(self.key, subscriber_id)
+        raw = self.frame.copy(address, subscriber_id, token)
+        wire = self.frame.wire(address, subscriber_id, token)
+        if self.signer is None:
+            return raw, wire, b""
+        # The signature never starts a line with a dot, so it goes before the stuffed copy as it is.
+        signature = self.signer.signature(raw, at=self._signed_at)
+        return signature + raw, signature + wire, signature
+
+    def _archive_later(self, subscriber_id: int, address: str, raw: bytes, signature: bytes) -> None:
+        self._copies.append((subscriber_id, address, len(raw), hashlib.sha256(raw).hexdigest(), signature))
         self._flush_soon()
 
     def _flush_soon(self) -> None:
@@ -999,9 +1049,17 @@ async def run_digest(
     on_start: Callable[[Digest, int], None] | None = None,
     compose: bool = True,
     stopping: asyncio.Event | None = None,
+    signer: Signer | None = None,
 ) -> Summary:
-    """Compose (or resume) and send the digest for ``period``; the whole of ``digest send``."""
+    """Compose (or resume) and send the digest for ``period``; the whole of ``digest send``.
+
+    ``signer``: the DKIM signer already loaded (``mailer serve`` has one);
+    None reads ``[dkim]`` here, before anything is composed or sent.
+    """
     from .templating import template_environment
+
+    if signer is None:
+        signer = load_signer(config, clock=clock)  # a bad key stops the run before it starts (ConfigError)
 
     templates = templates or template_environment(config.templates_override())
     transport = transport or DigestTransport(config.delivery)
@@ -1013,13 +1071,13 @@ async def run_digest(
         opened = await writer.run(
             lambda db: open_digest(db, period=period, config=config, templates=templates, clock=clock, compose=compose))
         if opened.digest is None:
-            log.info("%s", opened.reason)
+            log.info("%s", opened.reason, extra={"event": "digest_none", "period": period})
             return Summary(reason=opened.reason, finished=True)
         digest = opened.digest
         log.info("%s", opened.reason)
         await writer.run(_claim, digest.id, runner, clock())
         run = DigestRun(digest, config=config, writer=writer, reader=reader, transport=transport,
-                        key=key, clock=clock, progress=progress, stopping=stopping)
+                        key=key, clock=clock, progress=progress, stopping=stopping, signer=signer)
         renew = asyncio.create_task(_renew(writer, digest.id, runner, clock))
         try:
             if on_start is not None:
@@ -1030,7 +1088,11 @@ async def run_digest(
             await writer.run(_release, digest.id, runner)
         summary.reason = opened.reason
         log.info("digest %d (%s): %s%s", digest.id, digest.period, summary.line(),
-                 "" if summary.finished else " - not finished")
+                 "" if summary.finished else " - not finished",
+                 extra={"event": "digest_run", "digest_id": digest.id, "period": digest.period,
+                        "sent": summary.sent, "failed": summary.failed, "skipped": summary.skipped,
+                        "deferred": summary.deferred, "uncertain": summary.uncertain,
+                        "finished": summary.finished})
         return summary
     finally:
         reader.close()

@@ -12,12 +12,17 @@ are the bytes we archive. The rules, in the order a session meets them:
   streams in (aiosmtpd stops buffering at the limit and drains the rest);
 * DATA within the limit: stored and committed, then 250; if storing fails,
   451 so the sender keeps the letter and retries.
+
+With ``smtp.tls_cert``/``smtp.tls_key`` set, EHLO offers STARTTLS (TLS 1.2 or
+later); with ``smtp.require_starttls`` too, MAIL before STARTTLS gets 530.
+AUTH is never offered: this is an MX, not a submission server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import weakref
 from typing import Callable
 
@@ -48,6 +53,11 @@ class ColumnSMTP(SMTP):
         self.rcpt_source_routed = False
 
     def connection_made(self, transport) -> None:
+        if self._original_transport is not None:
+            # Called again once a STARTTLS handshake is done: the same session,
+            # already admitted, so it must not count against the cap twice.
+            super().connection_made(transport)
+            return
         if not self._letter_handler.admit(self):
             transport.write(b"421 4.7.0 Too many connections, please try again later\r\n")
             transport.close()
@@ -85,6 +95,9 @@ class ColumnSMTP(SMTP):
             status = f"552 5.3.4 Message too big for this column (limit {limit} bytes)"
             peer = self.session.peer if self.session else None
             log.info("refused message: too big (limit %s bytes) peer=%s", limit, _peer(peer))
+        elif status.startswith("530 Must issue a STARTTLS"):
+            # Same for smtp.require_starttls: 5.7.0 says "security policy".
+            status = "530 5.7.0 Must issue a STARTTLS command first"
         await super().push(status)
 
 
@@ -130,6 +143,16 @@ class LetterHandler:
         self.sessions.discard(protocol)
 
     # -- SMTP hooks ---------------------------------------------------------------
+    async def handle_EHLO(self, server, session: Session, envelope: SmtpEnvelope, hostname: str, responses):
+        """Answer EHLO as aiosmtpd would, but never offer AUTH.
+
+        aiosmtpd offers AUTH once a session is encrypted. Readers' servers
+        never log in to an MX, and a login that always fails only invites
+        password guessing.
+        """
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
     async def handle_RCPT(self, server, session: Session, envelope: SmtpEnvelope, address: str, rcpt_options):
         """Accept only the column's own addresses; never relay."""
         if getattr(server, "rcpt_source_routed", False):
@@ -152,6 +175,7 @@ class LetterHandler:
             mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             rcpt_tos=tuple(envelope.rcpt_tos),
             peer=_peer(session.peer),
+            tls=_tls_version(session),
         )
         kind = self.kinds[envelope.rcpt_tos[0].casefold()]
         self._enter()
@@ -163,17 +187,23 @@ class LetterHandler:
             log.error(
                 "deferred message: could not store it (%s) from=%s size=%d",
                 type(exc).__name__, _printable(smtp_envelope.mail_from), len(raw),
+                extra={"event": "message_deferred", "error": type(exc).__name__,
+                       "mail_from": _printable(smtp_envelope.mail_from), "size": len(raw)},
             )
             return "451 4.3.0 Could not store your message just now; please try again later"
         finally:
             self._leave()
         parsed = stored.parsed
         log.info(
-            "%s message: id=%d thread=%d kind=%s from=%s size=%d message-id=%s%s",
+            "%s message: id=%d thread=%d kind=%s from=%s size=%d tls=%s message-id=%s%s",
             "duplicate" if stored.duplicate else "accepted",
             stored.message_id, stored.thread_id, kind, _printable(smtp_envelope.mail_from) or "<>",
-            len(raw), _printable(parsed.message_id if parsed else None) or "-",
+            len(raw), smtp_envelope.tls or "no", _printable(parsed.message_id if parsed else None) or "-",
             " (unparseable, kept raw)" if parsed and parsed.error else "",
+            # The same facts as fields for a log shipper (mailer/logs.py); never subject or names.
+            extra={"event": "message_stored", "archive_id": stored.message_id, "thread_id": stored.thread_id,
+                   "kind": kind, "mail_from": _printable(smtp_envelope.mail_from), "size": len(raw),
+                   "msgid": _printable(parsed.message_id if parsed else None), "duplicate": stored.duplicate},
         )
         if self.on_stored is not None and not stored.duplicate:
             self.on_stored(stored)
@@ -214,6 +244,15 @@ def _store_inbound(db, raw, envelope, kind, clock) -> Stored:
     return store_inbound(db, raw, envelope, kind=kind, clock=clock)
 
 
+def _tls_version(session: Session) -> str:
+    """The TLS version the session was upgraded to ("TLSv1.3"), or "" if it is in clear."""
+    info = session.ssl  # set by aiosmtpd after STARTTLS
+    if not info:
+        return ""
+    ssl_object = info.get("ssl_object")
+    return (ssl_object.version() if ssl_object is not None else None) or "TLS"
+
+
 def _peer(peer) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
@@ -227,8 +266,13 @@ def _printable(text: str | None) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:200]
 
 
-async def start_listener(config: Config, handler: LetterHandler) -> asyncio.AbstractServer:
-    """Bind the SMTP port and start serving sessions with ``handler``."""
+async def start_listener(
+    config: Config, handler: LetterHandler, tls_context: ssl.SSLContext | None = None
+) -> asyncio.AbstractServer:
+    """Bind the SMTP port and start serving sessions with ``handler``.
+
+    ``tls_context`` (from :func:`mailer.tls.server_context`) enables STARTTLS.
+    """
     loop = asyncio.get_running_loop()
 
     def factory() -> ColumnSMTP:
@@ -241,6 +285,8 @@ async def start_listener(config: Config, handler: LetterHandler) -> asyncio.Abst
             ident="mailer",
             timeout=config.smtp.idle_timeout,
             command_call_limit=COMMAND_LIMITS,
+            tls_context=tls_context,
+            require_starttls=config.smtp.require_starttls,
         )
 
     return await loop.create_server(factory, host=config.smtp.host, port=config.smtp.port)

@@ -5,13 +5,16 @@ caller's transaction, so "decided to send" and "queued to send" are one
 fact. The :class:`OutboxWorker` inside ``mailer serve`` delivers due rows,
 retries temporary failures with exponential backoff, and records the relay's
 answer. A row is marked sent in the same breath as the relay's 250, so a
-restart resends only what was never accepted.
+restart resends only what was never accepted. With ``[dkim]`` the worker
+signs each message just before its first delivery and archives the signed
+bytes first (issue 7, docs/dkim.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import secrets
@@ -19,10 +22,11 @@ from email.message import EmailMessage
 
 import sqlite_utils
 
-from .archive import Stored, store_outbound
+from .archive import Stored, add_signature, store_outbound
 from .clock import Clock, iso, parse_iso
 from .config import DeliveryConfig
 from .delivery import PermanentFailure, TemporaryFailure, Transport
+from .dkim import Signer, is_signed
 from .parsing import parse_own
 from .writer import DatabaseWriter
 
@@ -154,6 +158,17 @@ def list_outbox(db: sqlite_utils.Database, *, status: str | None = None, limit: 
     return out
 
 
+def counts(db: sqlite_utils.Database) -> dict[str, int]:
+    """How many outbox rows are pending and how many failed (counted on the status index)."""
+    # Not "sent": that is every message ever delivered, and nobody acts on it.
+    found = {"pending": 0, "failed": 0}
+    for status, n in db.execute(
+        "SELECT status, count(*) FROM outbox WHERE status IN ('pending', 'failed') GROUP BY status"
+    ):
+        found[status] = n
+    return found
+
+
 class OutboxWorker:
     """Delivers due outbox rows with bounded concurrency; wakes on new mail or a timer."""
 
@@ -165,11 +180,14 @@ class OutboxWorker:
         *,
         clock: Clock,
         poll_seconds: float = 2.0,
+        signer: Signer | None = None,
     ) -> None:
         self.config = config
         self.writer = writer
         self.transport = transport
         self.clock = clock
+        #: DKIM signer from [dkim] (issue 7); None sends messages as they were queued.
+        self.signer = signer
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -246,25 +264,49 @@ class OutboxWorker:
             if wait > 0:
                 await asyncio.sleep(wait)  # pacing outgoing mail, not waiting for work
 
+    async def _signed(self, row: dict) -> bytes:
+        """The row's bytes, DKIM-signed (issue 7), archived as signed before they go anywhere.
+
+        Every message the outbox delivers passes here, however it was queued
+        (pipeline, desk, a command, or before [dkim] was configured), so none
+        leaves unsigned. The signed bytes are committed first: the archive is
+        then byte for byte what goes on the wire, and a retry or a restart
+        sends those same bytes instead of signing again.
+        """
+        raw = bytes(row["raw"])
+        if self.signer is None or is_signed(raw):
+            return raw
+        # In a thread: the RSA step releases the GIL, so the listener keeps answering.
+        signature = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self.signer.signature, raw, at=self.clock()))
+        return await self.writer.run(add_signature, row["message_id"], signature)
+
     async def _deliver(self, row: dict) -> None:
         outbox_id = row["id"]
         rcpt_to = json.loads(row["rcpt_to"])
         try:
             await self._pace()
-            response = await self.transport.deliver(bytes(row["raw"]), row["mail_from"], rcpt_to, row["delivery_key"])
+            raw = await self._signed(row)
+            response = await self.transport.deliver(raw, row["mail_from"], rcpt_to, row["delivery_key"])
         except TemporaryFailure as exc:
             status = await self.writer.run(mark_retry, outbox_id, str(exc), self.clock(), self.config)
             log.warning("outbox %d (%s): temporary failure, %s: %s", outbox_id, row["kind"],
-                        "will retry" if status == "pending" else "gave up", exc)
+                        "will retry" if status == "pending" else "gave up", exc,
+                        extra={"event": "outbox_retry" if status == "pending" else "outbox_failed",
+                               "outbox_id": outbox_id, "kind": row["kind"], "answer": str(exc)})
         except PermanentFailure as exc:
             await self.writer.run(mark_failed, outbox_id, str(exc))
-            log.error("outbox %d (%s): refused permanently: %s", outbox_id, row["kind"], exc)
+            log.error("outbox %d (%s): refused permanently: %s", outbox_id, row["kind"], exc,
+                      extra={"event": "outbox_failed", "outbox_id": outbox_id, "kind": row["kind"],
+                             "answer": str(exc)})
         except Exception as exc:  # noqa: BLE001 - unexpected: keep the row, try again later
-            log.exception("outbox %d: unexpected delivery error", outbox_id)
+            log.exception("outbox %d: unexpected delivery error", outbox_id,
+                          extra={"event": "outbox_retry", "outbox_id": outbox_id, "kind": row["kind"]})
             await self.writer.run(mark_retry, outbox_id, f"internal error: {exc}", self.clock(), self.config)
         else:
             await self.writer.run(mark_sent, outbox_id, str(response), iso(self.clock()))
-            log.info("outbox %d (%s): delivered", outbox_id, row["kind"])
+            log.info("outbox %d (%s): delivered", outbox_id, row["kind"],
+                     extra={"event": "outbox_sent", "outbox_id": outbox_id, "kind": row["kind"]})
         finally:
             self._in_flight.discard(outbox_id)
             self._slots.release()

@@ -80,7 +80,8 @@ def process_pending(
             "UPDATE messages SET processed_at = ?, disposition = ? WHERE id = ?",
             [iso(ctx.clock()), disposition, row["id"]],
         )
-        log.info("message %d (%s): %s", row["id"], row["kind"], disposition)
+        log.info("message %d (%s): %s", row["id"], row["kind"], disposition,
+                 extra={"event": "message_processed", "archive_id": row["id"], "kind": row["kind"]})
     return len(pending)
 
 

@@ -160,9 +160,10 @@ def period_key(schedule: Schedule, fire_time: dt.datetime) -> str:
 class DigestScheduler:
     """Service component: fires digests on schedule, catches up what was missed."""
 
-    def __init__(self, config: Config, *, clock: Clock) -> None:
+    def __init__(self, config: Config, *, clock: Clock, signer=None) -> None:
         self.config = config
         self.clock = clock
+        self.signer = signer  # the service's DKIM signer (issue 7), loaded once at startup
         self.schedules: list[Schedule] = []
         self.scheduler: AsyncIOScheduler | None = None
         self._lock = asyncio.Lock()
@@ -222,7 +223,7 @@ class DigestScheduler:
             try:
                 summary = await run_digest(self.config, period=period, clock=self.clock,
                                            key=token_key(self.config), compose=compose,
-                                           stopping=self._stopping)
+                                           stopping=self._stopping, signer=self.signer)
             except DigestError as exc:
                 log.error("digest %s: %s", period or "(resume)", exc)
                 return

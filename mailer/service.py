@@ -15,7 +15,9 @@ from typing import Protocol
 
 from .clock import Clock, system_clock
 from .config import Config
+from .dkim import load_signer
 from .listener import LetterHandler, start_listener
+from .tls import server_context
 from .writer import DatabaseWriter
 
 log = logging.getLogger("mailer.service")
@@ -45,6 +47,7 @@ class Service:
         self.pipeline = None
         self.web = None
         self.scheduler = None  # set by build_components (issue 4)
+        self.signer = None  # set by start (issue 7: DKIM)
         self._server: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
@@ -54,8 +57,19 @@ class Service:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[:2]
 
+    @property
+    def listening(self) -> bool:
+        """Whether the SMTP listener is serving right now (for /healthz)."""
+        return self._server is not None and self._server.is_serving()
+
     async def start(self) -> None:
         """Open the archive, start the workers, then open the SMTP port."""
+        # Issue 7: a bad certificate or key is a ConfigError naming smtp.tls_cert/
+        # smtp.tls_key, raised before anything starts (nothing to undo).
+        tls_context = server_context(self.config.smtp)
+        # Issue 7: the DKIM key is read once, here; a missing or bad one is a
+        # ConfigError naming dkim.key_file, before anything starts.
+        self.signer = load_signer(self.config, clock=self.clock)
         self.writer.start()
         self.components = build_components(self)
         for component in self.components:
@@ -63,9 +77,10 @@ class Service:
         self.handler = LetterHandler(
             self.config, self.writer, clock=self.clock, on_stored=self._on_stored
         )
-        self._server = await start_listener(self.config, self.handler)
+        self._server = await start_listener(self.config, self.handler, tls_context)
         host, port = self.smtp_address
-        log.info("listening for SMTP on %s:%d (database %s)", host, port, self.config.storage.database)
+        log.info("listening for SMTP on %s:%d (database %s)", host, port, self.config.storage.database,
+                 extra={"event": "service_started", "smtp": f"{host}:{port}"})
 
     def _on_stored(self, stored) -> None:
         for component in self.components:
@@ -73,8 +88,8 @@ class Service:
             if notify is not None:
                 notify(stored)
 
-    async def stop(self) -> None:
-        """Stop accepting, finish letters in flight, stop workers, close the database."""
+    async def stop_listener(self) -> None:
+        """Stop accepting mail and finish letters in flight; the workers keep running."""
         if self._server is not None:
             self._server.close()
             assert self.handler is not None
@@ -82,6 +97,11 @@ class Service:
                 log.warning("stopping with %d message(s) still being stored", self.handler.in_flight)
             self.handler.close_idle_sessions()
             self._server = None
+
+    async def stop(self) -> None:
+        """Stop accepting, finish letters in flight, stop workers, close the database."""
+        # The listener goes first, so /healthz answers 503 while the rest winds down.
+        await self.stop_listener()
         for component in reversed(self.components):
             try:
                 await component.stop()
@@ -89,7 +109,7 @@ class Service:
                 log.exception("error while stopping %s", type(component).__name__)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
         self._stopped.set()
-        log.info("stopped cleanly")
+        log.info("stopped cleanly", extra={"event": "service_stopped"})
 
     async def run_until_signalled(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
@@ -115,7 +135,8 @@ def build_components(service: Service) -> list[Component]:
     config = service.config
     templates = template_environment(config.templates_override())
     outbox = OutboxWorker(
-        config.delivery, service.writer, make_transport(config.delivery), clock=service.clock
+        config.delivery, service.writer, make_transport(config.delivery), clock=service.clock,
+        signer=service.signer,
     )
     pipeline = Pipeline(
         service.writer,
@@ -128,7 +149,7 @@ def build_components(service: Service) -> list[Component]:
     # -- issue 4: the digest scheduler (schedules/*.toml) --
     from .scheduler import DigestScheduler
 
-    service.scheduler = DigestScheduler(config, clock=service.clock)
+    service.scheduler = DigestScheduler(config, clock=service.clock, signer=service.signer)
     components.append(service.scheduler)
     # -- end issue 4 --
     if config.web.enabled:
@@ -136,7 +157,8 @@ def build_components(service: Service) -> list[Component]:
         from .web.server import WebServer
 
         service.web = WebServer(
-            create_app(config, writer=service.writer, clock=service.clock, on_enqueued=outbox.wake),
+            create_app(config, writer=service.writer, clock=service.clock, on_enqueued=outbox.wake,
+                       listening=lambda: service.listening),
             config.web.host, config.web.port,
         )
         components.append(service.web)

@@ -327,35 +327,8 @@ def service_for():
         running.stop()
 
 
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # loopback test relay
-def test_smtp_delivery_logs_in_to_the_relay_with_the_password_from_the_environment(tmp_path, monkeypatch):
-    from aiosmtpd.smtp import AuthResult
-
-    logins = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        logins.append((auth_data.login, auth_data.password))
-        ok = auth_data.login == b"columnist" and auth_data.password == b"s3cret relay pass"
-        return AuthResult(success=ok)
-
-    sink = SmtpSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, decode_data=False,
-                            authenticator=authenticator, auth_required=True, auth_require_tls=False)
-    controller.start()
-    monkeypatch.setenv("TEST_RELAY_PASSWORD", "s3cret relay pass")
-    config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": port, "username": "columnist",
-                                             "password_env": "TEST_RELAY_PASSWORD"})
-    import_example_topics(config)
-    try:
-        with BackgroundService(config) as running:
-            send(running.smtp_port, letter("Help", THERAPIST_LETTER), mail_from="dana@example.org")
-            wait_for(lambda: outbox_rows(config) and outbox_rows(config)[0]["status"] == "sent",
-                     message="delivery through the authenticated relay")
-    finally:
-        controller.stop()
-    assert logins and logins[-1] == (b"columnist", b"s3cret relay pass")
-    assert len(sink.messages) == 1
+# Logging in to the relay (password from the environment, only over TLS) is
+# told in tests/test_tls.py: since issue 7 a login in clear is a config error.
 
 
 # -- archiving our own mail without parsing it again ----------------------------------

@@ -149,6 +149,8 @@ def test_example_config_documents_every_key():
     missing = [
         f"{section.name}.{key.name}"
         for section in dataclasses.fields(Config) if section.name not in ("base_dir", "source")
+        # An optional section ([dkim]) is documented commented out: see tests/test_dkim.py.
+        if section.default is not None
         for key in dataclasses.fields(section.default_factory())
         if key.name not in documented.get(section.name, {})
     ]

@@ -8,12 +8,12 @@ an open database from :class:`Context`, never by reading files themselves.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 import click
 
-from ..config import ConfigError, load_config
+from .. import logs
+from ..config import ConfigError, LoggingConfig, load_config
 from .context import Context, pass_context
 
 
@@ -32,16 +32,18 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     archive, acknowledges letters, sends the weekly digest, and lets the
     columnist review and answer threads.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiosmtpd logs every command at INFO and every DATA line at DEBUG. Our
-    # listener already writes the one line per message an operator needs, and
-    # letter text must never reach a log, so its DEBUG is never switched on.
-    logging.getLogger("mail.log").setLevel(logging.INFO if verbose else logging.WARNING)
-    ctx.obj = Context(config_path)
+    context = Context(config_path)
+    try:
+        settings = context.config.logging
+    except click.ClickException:
+        # A bad config file: log in the default format; the command that
+        # needs the config reports the error (commands that do not, still run).
+        settings = LoggingConfig()
+    # One handler on the root logger, so aiosmtpd's, uvicorn's and
+    # APScheduler's lines come out in the same format as ours (mailer/logs.py;
+    # it also keeps aiosmtpd's DEBUG, which would log letter text, off).
+    logs.setup(settings.format, settings.level, verbose=verbose, stream=sys.stderr)
+    ctx.obj = context
 
 
 @main.command()
@@ -53,6 +55,8 @@ def serve(context: Context) -> None:
     config = context.config
     try:
         asyncio.run(Service(config).run_until_signalled())
+    except ConfigError as exc:  # found at startup: TLS files, relay password, DKIM key (issue 7)
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {config.smtp.host}:{config.smtp.port} (smtp.host/smtp.port): {exc}"
@@ -78,6 +82,13 @@ def _register() -> None:
     from . import demo
 
     main.add_command(demo.demo)
+    # -- issue 7: the operator's view --
+    from . import status
+
+    main.add_command(status.status)
+    from . import dkim
+
+    main.add_command(dkim.dkim)
 
 
 _register()

@@ -10,6 +10,7 @@ import click
 
 from .. import digest as digests
 from ..clock import system_clock
+from ..config import ConfigError
 from ..subscribers import token_key
 from ..templating import template_environment
 from .context import Context, pass_context
@@ -78,7 +79,7 @@ def send(context: Context, quiet: bool) -> None:
             summary = asyncio.run(digests.run_digest(
                 config, clock=system_clock, key=token_key(config), progress=on_progress, on_start=on_start,
             ))
-    except digests.DigestError as exc:
+    except (digests.DigestError, ConfigError) as exc:  # ConfigError: relay password or CA file (issue 7)
         raise click.ClickException(str(exc)) from None
     if summary.digest_id is None:
         click.echo(summary.reason)
@@ -95,12 +96,7 @@ def send(context: Context, quiet: bool) -> None:
 @pass_context
 def list_(context: Context, limit: int) -> None:
     """List digests: period, state, topics, and how many copies went."""
-    rows = list(context.db.query(
-        "SELECT d.id, d.period, d.status, d.created_at, d.finished_at, json_array_length(d.topics) AS topics, "
-        "(SELECT count(*) FROM digest_sends s WHERE s.digest_id = d.id AND s.status = 'sent') AS sent, "
-        "(SELECT count(*) FROM digest_sends s WHERE s.digest_id = d.id AND s.status != 'sent') AS other "
-        "FROM digests d ORDER BY d.id DESC LIMIT ?", [limit],
-    ))
+    rows = digests.list_digests(context.db, limit=limit)
     emit_table(rows, [("id", "ID"), ("status", "STATUS"), ("period", "PERIOD"), ("topics", "TOPICS"),
                       ("sent", "SENT"), ("other", "NOT SENT"), ("created_at", "COMPOSED"), ("finished_at", "FINISHED")])
 

@@ -3,7 +3,8 @@
 One Starlette application, served by uvicorn on the listener's event loop.
 Routes come from two modules with different rules: ``public`` (reachable by
 anyone: confirm and unsubscribe links) and ``desk`` (every page behind the
-columnist's login). Writes go through the service's single archive writer;
+columnist's login); ``health`` adds ``GET /healthz`` for a load balancer or
+monitor (no login, nothing private). Writes go through the service's single archive writer;
 reads open their own connection, which WAL makes safe beside the listener.
 """
 
@@ -26,17 +27,23 @@ def create_app(
     clock: Clock,
     environ=None,
     on_enqueued: Callable[[], None] | None = None,
+    listening: Callable[[], bool] | None = None,
 ) -> Starlette:
-    """Build the web application: public routes, then the desk behind its login."""
-    from . import desk, public
+    """Build the web application: public routes, then the desk behind its login.
+
+    ``listening`` tells ``/healthz`` whether the SMTP listener is serving;
+    without it (an app built outside ``mailer serve``) the check fails.
+    """
+    from . import desk, health, public
 
     app = Starlette(
-        routes=public.routes() + desk.routes(),
+        routes=public.routes() + health.routes() + desk.routes(),
         middleware=desk.middleware(config, environ=environ),
     )
     app.state.config = config
     app.state.writer = writer
     app.state.clock = clock
     app.state.on_enqueued = on_enqueued  # wakes the outbox after a write that queued mail
+    app.state.listening = listening or (lambda: False)
     app.state.templates = template_environment(config.templates_override())
     return app

@@ -6,6 +6,7 @@ this order:
 1. Paths of the public pages (``/subscribe/...``, ``/unsubscribe/...``) pass
    straight through: readers and mail providers (RFC 8058 one-click POSTs)
    reach them without a login or a CSRF token, and the guard adds nothing.
+   So does ``/healthz`` (``web/health.py``), for load balancers and monitors.
 2. Every other response gets the desk's headers: a strict
    Content-Security-Policy (no scripts at all, no remote anything),
    ``X-Frame-Options: DENY``, ``Cache-Control: no-store``,
@@ -55,8 +56,9 @@ from ..db import open_database
 
 log = logging.getLogger("mailer.web.desk")
 
-#: Paths served by ``public`` for readers: no login, no CSRF, no desk headers.
-PUBLIC_PREFIXES = ("/subscribe", "/unsubscribe")
+#: Paths served by ``public`` for readers, and ``health`` for monitors: no
+#: login, no CSRF, no desk headers.
+PUBLIC_PREFIXES = ("/subscribe", "/unsubscribe", "/healthz")
 #: Desk paths reachable before logging in.
 LOGIN_EXEMPT = frozenset({"/login", "/desk.css"})
 SESSION_COOKIE = "mailer_desk"

@@ -23,9 +23,12 @@ class WebServer:
     """Service component: the web desk and public pages on ``[web] host:port``."""
 
     def __init__(self, app, host: str, port: int) -> None:
+        # log_config=None: uvicorn's own logging setup would give its loggers
+        # their own handlers and format; without it their lines reach ours
+        # (mailer/logs.py). The access log stays off: public URLs carry tokens.
         self.server = _QuietServer(uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="off",
-            access_log=False, server_header=False,
+            access_log=False, server_header=False, log_config=None,
         ))
         self._task: asyncio.Task | None = None
 

@@ -1,0 +1,60 @@
+"""``GET /healthz``: may a load balancer or monitor send traffic here?
+
+Public (no login, no session, no CSRF) and private-free: the answer is only
+``{"status": "ok" | "unhealthy", "checks": {"database": ..., "listener": ...}}``,
+never a path, an error text or a count. 200 when both checks pass, 503
+(naming the failed check) otherwise:
+
+* ``database``: a read on a fresh connection answered (``"ok"``), or did not
+  (``"failed"``): the file is missing, unreadable, not a database, or locked
+  past the timeout;
+* ``listener``: the service's SMTP listener is serving (``"ok"``) or not
+  (``"not serving"``: still starting, or shutting down, since the listener is
+  the first thing a stopping service closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..db import StorageError, ping
+
+#: The path, exempt from the desk's login (see ``desk.PUBLIC_PREFIXES``).
+PATH = "/healthz"
+#: How long the database may take to answer before the check fails.
+DATABASE_TIMEOUT = 2.0
+
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+
+
+def routes() -> list:
+    """The health route."""
+    return [Route(PATH, healthz, methods=["GET", "HEAD"])]
+
+
+async def database_check(path) -> str:
+    """``"ok"`` when the archive answers a read in time, else ``"failed"``."""
+    try:
+        # A thread, so that a disk that hangs holds up this check, not the loop.
+        await asyncio.wait_for(asyncio.to_thread(ping, path, timeout=DATABASE_TIMEOUT), DATABASE_TIMEOUT + 1)
+    except (StorageError, asyncio.TimeoutError, OSError):
+        return "failed"
+    return "ok"
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """200 when the database answers and the listener is serving; 503 naming what is not."""
+    state = request.app.state
+    checks = {
+        "database": await database_check(state.config.storage.database),
+        "listener": "ok" if state.listening() else "not serving",
+    }
+    healthy = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ok" if healthy else "unhealthy", "checks": checks},
+        status_code=200 if healthy else 503, headers=_HEADERS,
+    )
