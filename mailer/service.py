@@ -14,7 +14,7 @@ import signal
 from typing import Protocol
 
 from .clock import Clock, system_clock
-from .config import Config
+from .config import Config, ConfigError
 from .dkim import load_signer
 from .listener import LetterHandler, start_listener
 from .tls import server_context
@@ -71,13 +71,32 @@ class Service:
         # ConfigError naming dkim.key_file, before anything starts.
         self.signer = load_signer(self.config, clock=self.clock)
         self.writer.start()
-        self.components = build_components(self)
-        for component in self.components:
-            await component.start()
-        self.handler = LetterHandler(
-            self.config, self.writer, clock=self.clock, on_stored=self._on_stored
-        )
-        self._server = await start_listener(self.config, self.handler, tls_context)
+        started: list[Component] = []
+        try:
+            self.components = build_components(self)
+            for component in self.components:
+                await component.start()
+                started.append(component)
+            self.handler = LetterHandler(
+                self.config, self.writer, clock=self.clock, on_stored=self._on_stored
+            )
+            try:
+                self._server = await start_listener(self.config, self.handler, tls_context)
+            except OSError as exc:
+                raise ConfigError(
+                    f"smtp.host/smtp.port: cannot listen on {self.config.smtp.host}:{self.config.smtp.port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        except BaseException:
+            # Undo what did start, so a failed start leaves no thread or port behind.
+            for component in reversed(started):
+                try:
+                    await component.stop()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    log.exception("error while stopping %s after a failed start", type(component).__name__)
+            self.components = []
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+            raise
         host, port = self.smtp_address
         log.info("listening for SMTP on %s:%d (database %s)", host, port, self.config.storage.database,
                  extra={"event": "service_started", "smtp": f"{host}:{port}"})

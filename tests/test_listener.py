@@ -543,3 +543,41 @@ def test_a_letter_sent_with_swaks_as_the_readme_shows_is_archived(service, confi
                   "SELECT subject, body_text, mail_from FROM messages WHERE direction = 'inbound'")
     assert [(r["subject"], r["mail_from"]) for r in stored] == [("What is a therapist's job?", "dana@example.org")]
     assert "took my money" in stored[0]["body_text"]
+
+
+# -- a port that is taken ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["smtp", "web"])
+def test_serve_on_a_taken_port_names_the_key_and_leaves_nothing_running(tmp_path, which):
+    import asyncio
+    import threading
+
+    from configfile import write_config_file
+    from mailer.config import ConfigError
+    from mailer.service import Service
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = {"smtp": free_port(), "web": free_port()} | {which: taken}
+        config = make_config(tmp_path, smtp={"port": ports["smtp"]}, web={"port": ports["web"], "enabled": True})
+
+        # The command: one line naming the key, no traceback, a non-zero exit.
+        path = write_config_file(config, tmp_path / "mailer.toml")
+        result = subprocess.run(
+            [sys.executable, "-m", "mailer", "--config", str(path), "serve"],
+            cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode != 0
+        assert f"{which}.host/{which}.port: cannot listen on 127.0.0.1:{taken}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+
+        # In-process: a failed start undoes what it started (writer thread, web port).
+        with pytest.raises(ConfigError, match=f"{which}.port"):
+            asyncio.run(Service(config).start())
+        assert not [t for t in threading.enumerate() if t.name == "mailer-writer" and t.is_alive()]
+    if which == "smtp":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", ports["web"]))  # the web server that did start was stopped

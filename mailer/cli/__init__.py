@@ -57,10 +57,8 @@ def serve(context: Context) -> None:
         asyncio.run(Service(config).run_until_signalled())
     except ConfigError as exc:  # found at startup: TLS files, relay password, DKIM key (issue 7)
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {config.smtp.host}:{config.smtp.port} (smtp.host/smtp.port): {exc}"
-        ) from None
+    except OSError as exc:  # e.g. a folder for the archive or the Maildir that cannot be made
+        raise click.ClickException(f"cannot start: {exc}") from None
 
 
 def _register() -> None:

@@ -8,6 +8,8 @@ import logging
 
 import uvicorn
 
+from ..config import ConfigError
+
 log = logging.getLogger("mailer.web")
 
 
@@ -39,13 +41,24 @@ class WebServer:
 
     async def start(self) -> None:
         """Start serving; raise if the port cannot be bound."""
-        self._task = asyncio.create_task(self.server.serve(), name="web")
+        self._task = asyncio.create_task(self._serve(), name="web")
         while not self.server.started:
             if self._task.done():
-                self._task.result()  # raises the bind error
-                raise OSError("the web server stopped during startup")
+                self._task.result()  # raises the reason it stopped
+                raise ConfigError("web.host/web.port: the web server stopped during startup")
             await asyncio.sleep(0.01)  # uvicorn offers no startup event to await
         log.info("web desk on http://%s:%d", self.server.config.host, self.port)
+
+    async def _serve(self) -> None:
+        try:
+            await self.server.serve()
+        except SystemExit:
+            # uvicorn logs a bind error and calls sys.exit(), which asyncio would
+            # let escape the whole event loop; turn it into an error of this task.
+            raise ConfigError(
+                f"web.host/web.port: cannot listen on {self.server.config.host}:{self.server.config.port} "
+                "(see the error logged just before)"
+            ) from None
 
     async def stop(self) -> None:
         """Finish open requests and stop."""
