@@ -35,6 +35,39 @@ from .writer import DatabaseWriter
 
 log = logging.getLogger("mailer.listener")
 
+#: The verbs a log line may name. Anything else a client sends where a
+#: command belongs may be a line of a letter (a client that pipelines its
+#: DATA after a refused RCPT sends the letter as "commands").
+_SMTP_VERBS = frozenset({
+    "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN",
+    "HELP", "STARTTLS", "AUTH", "ETRN", "TURN", "ATRN", "XCLIENT", "XFORWARD", "PROXY",
+})
+
+
+class _WithholdClientText(logging.Filter):
+    """Keep what clients send out of aiosmtpd's log lines ("mail.log").
+
+    aiosmtpd logs each command line at INFO (seen with ``-v``) and the first
+    word of an unknown command at WARNING (always seen). Both can be words of
+    a reader's letter, which must never reach a log.
+    """
+
+    _ECHOES = frozenset({"%r >> %r", "_handle_client readline: %r", "DATA readline: %s",
+                         "%r << challenge: %r", "%r can't decode base64: %s"})
+    _NAMING_A_VERB = frozenset({"%r unrecognised: %s", "%r over limit for %s"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self._ECHOES:
+            return False
+        if record.msg in self._NAMING_A_VERB and isinstance(record.args, tuple) and len(record.args) == 2:
+            peer, word = record.args
+            if str(word).upper() not in _SMTP_VERBS:
+                record.args = (peer, "(a word that is no SMTP command; withheld)")
+        return True
+
+
+logging.getLogger("mail.log").addFilter(_WithholdClientText())
+
 #: Per-session budgets for each command (aiosmtpd answers 421 and hangs up
 #: past them). Generous for real mail servers, tight for abuse.
 COMMAND_LIMITS = {
@@ -87,7 +120,16 @@ class ColumnSMTP(SMTP):
         self.rcpt_source_routed = bool(path) and path.lstrip().startswith("<@")
         await super().smtp_RCPT(arg)
 
-    async def push(self, status: str) -> None:
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        # EHLO never offers AUTH (handle_EHLO), but aiosmtpd would still run its
+        # dialogue for a client that tries, and read the next lines as
+        # credentials. An MX that relays nothing has nobody to log in.
+        await self.push("502 5.5.1 AUTH not available: this server takes mail only for the column")
+
+    async def push(self, status: str | bytes) -> None:
+        if not isinstance(status, str):  # aiosmtpd pushes some lines as bytes
+            return await super().push(status)
         # aiosmtpd words its size refusals without the RFC 3463 code the
         # sending server needs to tell "too big" (permanent) from a hiccup.
         if status.startswith("552 Error"):

@@ -581,3 +581,31 @@ def test_serve_on_a_taken_port_names_the_key_and_leaves_nothing_running(tmp_path
     if which == "smtp":
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", ports["web"]))  # the web server that did start was stopped
+
+
+# -- what clients send stays out of the log --------------------------------------------------------
+
+
+def test_a_letter_pipelined_after_a_refused_recipient_never_reaches_the_log(tmp_path, caplog):
+    # A client that pipelines (RFC 2920) sends its DATA and the letter before
+    # it reads the 550 for RCPT; the server then reads the letter's lines as
+    # commands. aiosmtpd names unknown commands in a WARNING, so without
+    # care the words of a letter land in the log.
+    caplog.set_level(logging.DEBUG, logger="mail.log")  # the worst case: -v and more
+    caplog.set_level(logging.INFO)
+    lines = [b"Subject: PRIVATESUBJECTWORD", b"", b"SECRETBODYWORD I feel hopeless", b"."]
+    with BackgroundService(make_config(tmp_path)) as running:
+        with socket.create_connection(("127.0.0.1", running.smtp_port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"220")
+            sock.sendall(b"EHLO client.example\r\n")
+            while not reader.readline().startswith(b"250 "):
+                pass
+            sock.sendall(b"\r\n".join([b"MAIL FROM:<reader@example.org>", b"RCPT TO:<nobody@column.example>",
+                                       b"DATA", *lines, b"QUIT"]) + b"\r\n")
+            replies = reader.read()
+    assert b"550 5.1.1" in replies and b"221" in replies
+    logged = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    assert "unrecognised" in logged  # the refused lines were seen and reported...
+    for word in ("PRIVATESUBJECTWORD", "SECRETBODYWORD", "hopeless"):
+        assert word not in logged  # ...without their words

@@ -164,6 +164,25 @@ def test_ehlo_offers_starttls_only_when_a_certificate_is_configured(tmp_path, ce
     assert "starttls" not in after and "auth" not in after
 
 
+def test_auth_after_starttls_is_refused_outright_and_no_credential_is_read_or_logged(tmp_path, certs, caplog):
+    # A scanner that tries AUTH anyway must get a plain "no", not aiosmtpd's
+    # dialogue (which would read its next line as a credential) or a crash.
+    caplog.set_level(logging.DEBUG, logger="mail.log")
+    credential = base64.b64encode(b"\0scanner\0hunter2-not-logged").decode("ascii")
+    with BackgroundService(tls_config(tmp_path, certs)) as running:
+        with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=30) as client:
+            client.ehlo("test.example")
+            client.starttls(context=client_context(certs))
+            client.ehlo("test.example")
+            for command in ("AUTH LOGIN", f"AUTH PLAIN {credential}"):
+                code, reply = client.docmd(command)
+                assert (code, reply[:5]) == (502, b"5.5.1"), (command, code, reply)
+            assert client.noop()[0] == 250  # the session carries on
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert credential not in logged and "hunter2" not in logged
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], logged
+
+
 def test_a_letter_sent_after_starttls_is_archived_byte_for_byte_and_acknowledged(tmp_path, certs, caplog):
     caplog.set_level(logging.INFO, logger="mailer.listener")
     config = tls_config(tmp_path, certs)
