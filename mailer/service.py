@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from .clock import Clock, system_clock
 from .config import Config, ConfigError
@@ -70,6 +71,7 @@ class Service:
         # Issue 7: the DKIM key is read once, here; a missing or bad one is a
         # ConfigError naming dkim.key_file, before anything starts.
         self.signer = load_signer(self.config, clock=self.clock)
+        warn_about_public_url(self.config.web.public_url)
         self.writer.start()
         started: list[Component] = []
         try:
@@ -142,6 +144,20 @@ class Service:
             log.info("signal received: shutting down")
         finally:
             await self.stop()
+
+
+def warn_about_public_url(public_url: str) -> None:
+    """Say so at startup when readers' unsubscribe links would not be one-click.
+
+    RFC 8058 one-click needs an https List-Unsubscribe URL, and Gmail and
+    Yahoo require one-click of bulk senders. A loopback URL is a developer's
+    machine (the embedded default), where this does not matter.
+    """
+    url = urlsplit(public_url)
+    if url.scheme != "https" and (url.hostname or "") not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("web.public_url %s is not https: mail providers ignore a one-click unsubscribe "
+                    "link that is not https (RFC 8058); serve the public pages over https", public_url,
+                    extra={"event": "config_warning", "key": "web.public_url"})
 
 
 def build_components(service: Service) -> list[Component]:

@@ -609,3 +609,16 @@ def test_a_letter_pipelined_after_a_refused_recipient_never_reaches_the_log(tmp_
     assert "unrecognised" in logged  # the refused lines were seen and reported...
     for word in ("PRIVATESUBJECTWORD", "SECRETBODYWORD", "hopeless"):
         assert word not in logged  # ...without their words
+
+
+@pytest.mark.parametrize("public_url, warned", [
+    ("http://column.example", True),
+    ("https://column.example", False),
+    ("http://127.0.0.1:8026", False),  # the embedded default: a developer's machine
+])
+def test_serve_warns_when_unsubscribe_links_would_not_be_one_click(tmp_path, caplog, public_url, warned):
+    caplog.set_level(logging.WARNING, logger="mailer.service")
+    with BackgroundService(make_config(tmp_path, web={"public_url": public_url})):
+        pass
+    found = [r for r in caplog.records if "web.public_url" in r.getMessage() and "not https" in r.getMessage()]
+    assert bool(found) is warned
