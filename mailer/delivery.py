@@ -135,7 +135,8 @@ class SmtpTransport:
             raise TemporaryFailure(f"relay {self.config.relay_host}:{self.config.relay_port} unreachable: {exc}") from None
         keep = False
         try:
-            errors, response = await client.sendmail(mail_from, rcpt_to, raw)
+            options = body_parameters(client, eight_bit=not raw.isascii())
+            errors, response = await client.sendmail(mail_from, rcpt_to, raw, mail_options=options)
             if errors:
                 code, text = next(iter(errors.values()))
                 failure = _classify(aiosmtplib.SMTPResponseException(code, text))
@@ -143,6 +144,9 @@ class SmtpTransport:
                 raise failure
             keep = True
             return response
+        except DeliveryFailure:
+            keep = True  # refused by the relay, or not sent at all: the session is still usable
+            raise
         except aiosmtplib.SMTPRecipientsRefused as exc:
             keep = True
             first = exc.recipients[0] if exc.recipients else None
@@ -174,6 +178,27 @@ class SmtpTransport:
                 client.close()
 
 
+def body_parameters(client: aiosmtplib.SMTP, *, eight_bit: bool) -> list[str]:
+    """The MAIL FROM parameters a message body needs (RFC 6152), for the outbox and the digest alike.
+
+    8-bit data is declared with BODY=8BITMIME, and only to a relay that
+    advertised 8BITMIME (``client`` has had its EHLO: see
+    :func:`connect_relay`); a 7-bit message needs nothing. A relay without
+    8BITMIME gets no 8-bit message: converting one to quoted-printable here
+    would change the bytes the archive keeps and DKIM signs, so the delivery
+    fails, temporarily, like a relay without STARTTLS: the message is fine,
+    the relay's setup is not.
+    """
+    if not eight_bit:
+        return []
+    if client.supports_extension("8bitmime"):
+        return ["BODY=8BITMIME"]
+    raise TemporaryFailure(
+        f"relay {client.hostname}:{client.port} does not offer 8BITMIME, and this message has 8-bit "
+        "text; nothing was sent, will retry (the relay must accept 8-bit mail: Postfix does)"
+    )
+
+
 def _classify(exc: aiosmtplib.SMTPResponseException) -> DeliveryFailure:
     text = f"{exc.code} {exc.message}"
     return PermanentFailure(text) if 500 <= exc.code < 600 else TemporaryFailure(text)
@@ -182,7 +207,7 @@ def _classify(exc: aiosmtplib.SMTPResponseException) -> DeliveryFailure:
 async def connect_relay(
     config: DeliveryConfig, tls_context: ssl.SSLContext | None, password: str | None
 ) -> aiosmtplib.SMTP:
-    """Open a session with the relay: TLS as configured, then a login only over TLS.
+    """Open a session with the relay: TLS as configured, a login only over TLS, and EHLO said.
 
     Raises TemporaryFailure or PermanentFailure (a 5xx greeting). A relay
     without STARTTLS when it is configured, an untrusted certificate and a
@@ -223,6 +248,14 @@ async def connect_relay(
                     f"{where} refused the login of delivery.username {config.username!r}: "
                     f"{exc.code} {exc.message} (check the password in ${config.password_env})"
                 ) from None
+        if client.is_ehlo_or_helo_needed:
+            # Callers ask about extensions (8BITMIME: body_parameters) before MAIL FROM.
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                if not client.is_connected:
+                    raise
+                await client.helo()  # a relay without ESMTP: no extensions, 7-bit mail only
     except DeliveryFailure:
         client.close()
         raise

@@ -63,8 +63,8 @@ from .config import Config, DeliveryConfig
 from .db import open_database
 from .dkim import Signer, load_signer
 from .delivery import (
-    DeliveryFailure, MaildirTransport, PermanentFailure, TemporaryFailure, connect_relay, redact,
-    relay_password,
+    DeliveryFailure, MaildirTransport, PermanentFailure, TemporaryFailure, body_parameters, connect_relay,
+    redact, relay_password,
 )
 from .tls import relay_context
 from .subscribers import unsubscribe_mailto, unsubscribe_token, unsubscribe_url
@@ -590,22 +590,11 @@ class SmtpDigestSession:
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
             return self._client
-        # Issue 7: TLS, certificate checks and login-only-over-TLS are delivery.py's.
+        # TLS, certificate checks, login-only-over-TLS (issue 7) and EHLO are delivery.py's.
         try:
             client = await connect_relay(self.config, self.tls_context, self.password)
         except DeliveryFailure as exc:
             raise redact(exc, self.config.username, self.password) from None
-        try:
-            if client.is_ehlo_or_helo_needed:
-                await client.ehlo()  # before asking about 8BITMIME
-        except aiosmtplib.SMTPResponseException as exc:
-            client.close()
-            raise _classify(exc.code, exc.message) from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            client.close()
-            raise TemporaryFailure(
-                f"relay {self.config.relay_host}:{self.config.relay_port} unreachable: {exc}"
-            ) from None
         self._client = client
         return client
 
@@ -620,7 +609,7 @@ class SmtpDigestSession:
         wire, eight_bit = copy.wire, copy.eight_bit
         client = await self._connected()
         try:
-            options = ["BODY=8BITMIME"] if eight_bit and client.supports_extension("8bitmime") else []
+            options = body_parameters(client, eight_bit=eight_bit)
             await client.mail(mail_from, options=options)
             await client.rcpt(rcpt)
             start = await client.execute_command(b"DATA")

@@ -36,6 +36,18 @@ def current_version(db: sqlite_utils.Database) -> int:
     return row[0] or 0
 
 
+def pending(db: sqlite_utils.Database) -> list[int]:
+    """The migrations this program knows that ``db`` has not had yet; reads only.
+
+    A file without ``schema_migrations`` (empty, or not an archive yet) has
+    every migration pending.
+    """
+    if "schema_migrations" not in db.table_names():
+        return [version for version, _, _ in MIGRATIONS]
+    done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+    return [version for version, _, _ in MIGRATIONS if version not in done]
+
+
 def migrate(db: sqlite_utils.Database) -> list[int]:
     """Apply every migration newer than the database; return the versions applied."""
     db.execute(

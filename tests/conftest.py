@@ -74,6 +74,7 @@ class SmtpSink:
         with self.lock:
             self.messages.append({
                 "mail_from": envelope.mail_from,
+                "mail_options": list(envelope.mail_options),  # e.g. BODY=8BITMIME
                 "rcpt_tos": list(envelope.rcpt_tos),
                 "data": bytes(envelope.original_content),
             })

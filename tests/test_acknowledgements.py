@@ -303,6 +303,65 @@ def test_permanent_refusal_is_marked_failed_and_can_be_retried(tmp_path, smtp_si
     assert len(smtp_sink.messages) == 1
 
 
+# -- 8-bit text on the wire (RFC 6152) ---------------------------------------------------------
+
+# Whether an acknowledgement is 8-bit depends on its text: accented letters on
+# short lines go as they are (8bit), plain ASCII is 7bit, and accented text on
+# a line too long for 8bit is quoted-printable, 7-bit again.
+READERS = {
+    "zoe@example.org": ("Zoë Reader <zoe@example.org>", "Help", "8bit"),
+    "dana@example.org": ("Dana Reader <dana@example.org>", "Help", "7bit"),
+    "sam@example.org": ("Sam <sam@example.org>",
+                        "Mon café, ma mère et moi: trois années de disputes sur la même chose", "quoted-printable"),
+}
+
+
+def write_as(address: str) -> bytes:
+    sender, subject, _ = READERS[address]
+    return letter(subject, THERAPIST_LETTER, sender=sender)
+
+
+def test_an_8bit_acknowledgement_says_body_8bitmime_and_a_7bit_one_says_nothing(tmp_path, smtp_sink):
+    config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": smtp_sink.port})
+    import_example_topics(config)
+    with BackgroundService(config) as running:
+        for address in READERS:
+            send(running.smtp_port, write_as(address), mail_from=address)
+        wait_for(lambda: len(smtp_sink.messages) == 3, message="three acknowledgements at the sink")
+
+    for got in smtp_sink.messages:
+        _, _, encoding = READERS[got["rcpt_tos"][0]]
+        ack = email.message_from_bytes(got["data"], policy=policy.default)
+        assert ack.get_body(("plain",))["Content-Transfer-Encoding"] == encoding
+        eight_bit = not got["data"].isascii()
+        assert eight_bit == (encoding == "8bit")
+        body = [option for option in got["mail_options"] if option.startswith("BODY=")]
+        assert body == (["BODY=8BITMIME"] if eight_bit else []), got["rcpt_tos"]
+
+
+def test_a_relay_without_8bitmime_gets_no_8bit_acknowledgement_but_7bit_ones_still_go(tmp_path):
+    sink = SmtpSink()
+    # With decode_data=True aiosmtpd does not offer 8BITMIME, like an old relay.
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), decode_data=True)
+    controller.start()
+    try:
+        config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": controller.port})
+        import_example_topics(config)
+        with BackgroundService(config) as running:
+            send(running.smtp_port, write_as("zoe@example.org"), mail_from="zoe@example.org")
+            send(running.smtp_port, write_as("dana@example.org"), mail_from="dana@example.org")
+            wait_for(lambda: sink.messages, message="the 7-bit acknowledgement at the relay")
+            held = wait_for(lambda: [r for r in outbox_rows(config) if r["attempts"] >= 2 and r["status"] == "pending"],
+                            message="the 8-bit acknowledgement retried")
+    finally:
+        controller.stop()
+
+    assert [m["rcpt_tos"] for m in sink.messages] == [["dana@example.org"]]
+    assert json.loads(held[0]["rcpt_to"]) == ["zoe@example.org"]
+    assert f"relay 127.0.0.1:{controller.port} does not offer 8BITMIME" in held[0]["last_error"]
+    assert "nothing was sent, will retry" in held[0]["last_error"]
+
+
 def test_outbox_retry_of_unknown_id_is_a_clear_error(tmp_path):
     config_file = tmp_path / "mailer.toml"
     config_file.write_text(f'[storage]\ndatabase = "{tmp_path / "m.db"}"\n')

@@ -579,3 +579,28 @@ def test_migration_5_marks_the_threads_a_reader_wrote_in(tmp_path):
                                         "all": 4, "inbox": 2}
     finally:
         db.close()
+
+
+def test_a_transaction_holds_the_write_lock_from_its_start_so_it_cannot_be_refused_half_way(tmp_path):
+    # The CLI, the digest and `mailer serve` write the same file. A deferred
+    # transaction that reads first and writes later fails with "database is
+    # locked" (no waiting) when another process commits in between; one that
+    # takes the lock at BEGIN makes the others wait instead.
+    import sqlite3
+
+    from mailer.db import open_database
+
+    path = tmp_path / "mailer.db"
+    ours = open_database(path)
+    other = sqlite3.connect(str(path), timeout=0, isolation_level=None)
+    try:
+        with ours.atomic():
+            ours.execute("SELECT count(*) FROM messages").fetchall()  # a read first, as enqueue does
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")  # another writer must wait for us...
+            ours.execute("CREATE TABLE scratch (x)")  # ...so our own write goes through
+        other.execute("BEGIN IMMEDIATE")  # and once we commit, it may write
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+        ours.close()

@@ -114,10 +114,28 @@ def test_cli_reads_the_config_named_by_mailer_config(tmp_path):
     database = tmp_path / "from-env" / "archive.db"
     path = write(tmp_path, f'[storage]\ndatabase = "{database}"\n[web]\nenabled = false\n')
 
-    result = CliRunner().invoke(main, ["threads", "list"], env={"MAILER_CONFIG": str(path)})
+    result = CliRunner().invoke(main, ["subscribers", "add", "dana@example.org", "--confirmed"],
+                                env={"MAILER_CONFIG": str(path)})
 
     assert result.exit_code == 0, result.output
-    assert database.exists()  # the command opened the archive the file names
+    assert database.exists()  # the command opened (and made) the archive the file names
+
+
+# Commands that only look. `status` has its own tests (tests/test_status.py).
+READ_ONLY_COMMANDS = [["threads", "list"], ["threads", "show", "1"], ["threads", "search", "therapist"],
+                      ["outbox", "list"], ["subscribers", "list"], ["digest", "list"], ["topics", "list"]]
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=" ".join)
+def test_a_command_that_only_reads_makes_no_database_where_a_mistyped_config_points(tmp_path, command):
+    database = tmp_path / "typo" / "archive.db"
+    path = write(tmp_path, f'[storage]\ndatabase = "{database}"\n')
+
+    result = CliRunner().invoke(main, ["--config", str(path), *command])
+
+    assert result.exit_code == 1
+    assert f"there is no database at {database} (storage.database, from {path})" in result.output
+    assert not database.parent.exists()
 
 
 def test_cli_with_a_missing_config_file_exits_non_zero_naming_the_path(tmp_path):

@@ -317,6 +317,46 @@ def test_refused_copies_are_failed_or_deferred_and_a_later_run_finishes(tmp_path
     assert all(n == 1 for n in copies_by_recipient(sink).values())
 
 
+def add_accented_topic(config) -> None:
+    """A piece whose title and summary make the digest 8-bit text."""
+    db = open_database(config.storage.database)
+    topics.import_topics(db, [topics.Topic(
+        slug="cafe-mere", title="Café, ma mère et moi", url="https://column.example/topics/cafe-mere",
+        summary="Trois années de disputes sur la même chose.", keywords=("famille",), published="2026-11-28",
+    )], clock=lambda: dt.datetime.now(dt.timezone.utc))
+    db.close()
+
+
+def test_an_8bit_digest_says_body_8bitmime_to_the_relay(tmp_path, smtp_sink):
+    config = smtp_config(tmp_path, smtp_sink)
+    add_accented_topic(config)
+    add_subscribers(config, 2)
+    assert send_now(config, SteppingClock(MONDAY_8AM_NEW_YORK)).sent == 2
+    for message in digests_at(smtp_sink):
+        assert "Café, ma mère et moi".encode() in message["data"]
+        assert [o for o in message["mail_options"] if o.startswith("BODY=")] == ["BODY=8BITMIME"]
+
+
+def test_a_relay_without_8bitmime_gets_no_8bit_digest_the_copies_wait(tmp_path):
+    sink = SmtpSink()
+    # With decode_data=True aiosmtpd does not offer 8BITMIME, like an old relay.
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), decode_data=True)
+    controller.start()
+    try:
+        sink.port = controller.port
+        config = smtp_config(tmp_path, sink, digest={"retry_passes": 0})
+        add_accented_topic(config)
+        add_subscribers(config, 2)
+        summary = send_now(config, SteppingClock(MONDAY_8AM_NEW_YORK))
+    finally:
+        controller.stop()
+    assert (summary.sent, summary.failed, summary.deferred) == (0, 0, 2) and not summary.finished
+    assert sink.messages == []
+    answers = rows(config.storage.database, "SELECT status, response FROM digest_sends")
+    assert [a["status"] for a in answers] == ["deferred", "deferred"]
+    assert all("does not offer 8BITMIME" in a["response"] for a in answers)
+
+
 class UnsubscribingSink(SmtpSink):
     """While one recipient's message is on its way, that reader unsubscribes on the web."""
 

@@ -4,7 +4,9 @@ The service runs on loopback with the relay refusing acknowledgements (so
 the outbox has failures to show), a digest goes out through the real CLI,
 and `status --json` and the human output are read like an operator would.
 Counting "today" and "this week" is checked with a fixed time, in the
-column's timezone, with the week starting on Monday.
+column's timezone, with the week starting on Monday. Status only reads: no
+archive, or one waiting for a migration, is an error that creates and
+migrates nothing, and an archive a crash left is read, not recovered.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
+import subprocess
+import sys
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlite_utils
 from click.testing import CliRunner
 
-from mailer import subscribers, topics
+from mailer import migrations, subscribers, topics
 from mailer.archive import Envelope, store_inbound, store_outbound
 from mailer.cli import main
 from mailer.clock import iso, parse_iso
@@ -26,7 +32,7 @@ from mailer.runner import BackgroundService
 from mailer.status import gather
 
 from configfile import write_config_file
-from conftest import free_port, letter, make_config, rows, send, wait_for
+from conftest import REPO, free_port, letter, make_config, rows, send, wait_for
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -170,6 +176,7 @@ def test_letters_today_and_this_week_are_counted_in_the_columns_timezone(tmp_pat
 
 def test_a_broken_schedule_file_is_shown_not_fatal(tmp_path):
     config = make_config(tmp_path)
+    open_database(config.storage.database).close()
     config.digest.schedules.mkdir(parents=True)
     (config.digest.schedules / "weekly_digest.toml").write_text('cron = "every monday"\n', encoding="utf-8")
     config_file = write_config_file(config, tmp_path / "mailer.toml")
@@ -180,9 +187,95 @@ def test_a_broken_schedule_file_is_shown_not_fatal(tmp_path):
     assert "next digest  schedule error:" in status(config_file)
 
 
-def test_status_on_a_fresh_install_has_nothing_to_count(tmp_path):
+@pytest.mark.parametrize("how", ["config-naming-a-missing-file", "no-config-from-the-wrong-folder"])
+def test_status_without_a_database_says_so_and_creates_nothing(tmp_path, monkeypatch, how):
+    if how == "config-naming-a-missing-file":
+        config = make_config(tmp_path, storage={"database": "var/mailer.db"})
+        args, named = ["--config", str(write_config_file(config, tmp_path / "mailer.toml"))], "from "
+    else:  # the defaults: var/mailer.db under the current folder
+        monkeypatch.chdir(tmp_path)
+        args, named = [], "the default under the current folder"
+    before = sorted(tmp_path.iterdir())
+
+    result = CliRunner().invoke(main, [*args, "status"], env={"MAILER_CONFIG": None})
+
+    assert result.exit_code == 1
+    assert f"there is no database at {tmp_path / 'var' / 'mailer.db'}" in result.output
+    assert "(storage.database, " + named in result.output and "nothing was created" in result.output
+    assert "Traceback" not in result.output
+    assert sorted(tmp_path.iterdir()) == before  # no var/, no mailer.db
+
+
+def archive_before_the_last_migration(path) -> int:
+    """An archive as the previous release left it: every migration but the newest applied."""
+    *older, (newest, _, _) = migrations.MIGRATIONS
+    db = sqlite_utils.Database(str(path))
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+    for version, name, apply in older:
+        with db.atomic():
+            apply(db)
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, "2026-01-01T00:00:00+00:00"])
+    db.close()
+    return newest
+
+
+def test_status_on_an_archive_older_than_the_program_says_so_and_migrates_nothing(tmp_path):
+    config = make_config(tmp_path)
+    config_file = write_config_file(config, tmp_path / "mailer.toml")
+    newest = archive_before_the_last_migration(config.storage.database)
+    before = config.storage.database.read_bytes()
+
+    result = CliRunner().invoke(main, ["--config", str(config_file), "status"])
+
+    assert result.exit_code == 1
+    assert f"the database {config.storage.database} is older than this program" in result.output
+    assert f"migration {newest} pending" in result.output and "`mailer serve` migrates it" in result.output
+    assert config.storage.database.read_bytes() == before
+    assert newest not in [r["version"] for r in rows(config.storage.database, "SELECT version FROM schema_migrations")]
+
+
+# A writer that dies without closing the archive, as `mailer serve` does on
+# kill -9: what it committed is in the write-ahead log, not yet in the file.
+CRASHING_WRITER = """
+import datetime as dt, os, signal, sys
+from mailer import subscribers
+from mailer.db import open_database
+db = open_database(sys.argv[1])
+for n in range(3):
+    subscribers.add_confirmed(db, f"reader{n}@example.org", clock=lambda: dt.datetime.now(dt.timezone.utc))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_status_after_a_crash_reads_the_write_ahead_log_and_leaves_recovery_to_serve(tmp_path):
+    config = make_config(tmp_path)
+    config_file = write_config_file(config, tmp_path / "mailer.toml")
+    open_database(config.storage.database).close()
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(config.storage.database)],
+                             cwd=REPO, capture_output=True)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    wal = config.storage.database.with_name("mailer.db-wal")
+    main_before, wal_before = config.storage.database.read_bytes(), wal.read_bytes()
+    assert wal_before
+
+    data = json.loads(status(config_file, "--json"))
+
+    assert data["subscribers"]["confirmed"] == 3  # committed, and only in the log
+    assert data["database"]["wal_bytes"] == len(wal_before)
+    # Status neither checkpointed the log into the file nor removed it.
+    assert config.storage.database.read_bytes() == main_before and wal.read_bytes() == wal_before
+
+    with BackgroundService(config):
+        pass  # serve opens the archive, recovers the log, and checkpoints it when it stops
+    assert not wal.exists()
+    assert json.loads(status(config_file, "--json"))["subscribers"]["confirmed"] == 3
+
+
+def test_status_of_a_migrated_empty_archive_has_nothing_to_count(tmp_path):
     config = make_config(tmp_path, smtp={"port": free_port()})
     config_file = write_config_file(config, tmp_path / "mailer.toml")
+    open_database(config.storage.database).close()  # what `mailer serve` leaves on its first start
 
     data = json.loads(status(config_file, "--json"))
     assert data["letters"]["today"] == 0 and data["letters"]["this_week"] == 0

@@ -9,7 +9,7 @@ import click
 import sqlite_utils
 
 from ..config import Config, ConfigError, load_config
-from ..db import StorageError, open_database
+from ..db import DatabaseMissing, StorageError, open_database, open_readonly
 
 
 class Context:
@@ -19,6 +19,7 @@ class Context:
         self.config_path = config_path
         self._config: Config | None = None
         self._db: sqlite_utils.Database | None = None
+        self._readonly_db: sqlite_utils.Database | None = None
 
     @property
     def config(self) -> Config:
@@ -40,6 +41,28 @@ class Context:
                 raise click.ClickException(f"{exc} (storage.database)") from None
             click.get_current_context().call_on_close(self._db.close)
         return self._db
+
+    @property
+    def readonly_db(self) -> sqlite_utils.Database:
+        """The archive opened for reading only, for commands that only look.
+
+        It is never created, migrated or written: a missing file or a schema
+        older than the program ends the command with an error saying so.
+        """
+        if self._readonly_db is None:
+            try:
+                self._readonly_db = open_readonly(Path(self.config.storage.database))
+            except DatabaseMissing as exc:
+                source = self.config.source
+                read = f"from {source}" if source else "the default under the current folder: no --config, $MAILER_CONFIG or ./config.toml"
+                raise click.ClickException(
+                    f"{exc} (storage.database, {read}); nothing was created. "
+                    "Check --config or $MAILER_CONFIG; `mailer serve` creates the database when it first starts."
+                ) from None
+            except StorageError as exc:
+                raise click.ClickException(f"{exc} (storage.database)") from None
+            click.get_current_context().call_on_close(self._readonly_db.close)
+        return self._readonly_db
 
 
 def pass_context(fn):

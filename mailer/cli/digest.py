@@ -96,7 +96,7 @@ def send(context: Context, quiet: bool) -> None:
 @pass_context
 def list_(context: Context, limit: int) -> None:
     """List digests: period, state, topics, and how many copies went."""
-    rows = digests.list_digests(context.db, limit=limit)
+    rows = digests.list_digests(context.readonly_db, limit=limit)
     emit_table(rows, [("id", "ID"), ("status", "STATUS"), ("period", "PERIOD"), ("topics", "TOPICS"),
                       ("sent", "SENT"), ("other", "NOT SENT"), ("created_at", "COMPOSED"), ("finished_at", "FINISHED")])
 

@@ -22,7 +22,7 @@ def outbox() -> None:
 @pass_context
 def list_(context: Context, status: str | None, limit: int, as_json: bool) -> None:
     """List outgoing messages: pending, sent and failed, newest first."""
-    rows = outbox_queue.list_outbox(context.db, status=status, limit=limit)
+    rows = outbox_queue.list_outbox(context.readonly_db, status=status, limit=limit)
     if as_json:
         emit_json(rows)
         return

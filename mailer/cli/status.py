@@ -24,10 +24,12 @@ def status(context: Context, as_json: bool) -> None:
     database size (main file and write-ahead log).
 
     "Today" and "this week" are in the column's timezone (column.timezone); a
-    week starts on Monday. Safe to run while `mailer serve` runs.
+    week starts on Monday. It only reads: safe to run while `mailer serve`
+    runs, and it never creates or migrates the database (a missing one, or
+    one waiting for a migration, is an error that says so).
     """
     config = context.config
-    data = facts.gather(config, context.db, clock=system_clock)
+    data = facts.gather(config, context.readonly_db, clock=system_clock)
     if as_json:
         emit_json(data)
         return

@@ -66,13 +66,13 @@ def remove(context: Context, email: str) -> None:
 @pass_context
 def list_(context: Context, status: str | None, as_json: bool) -> None:
     """List subscribers with their state (pending, confirmed, unsubscribed, suspended)."""
-    rows = list(subs.iter_subscribers(context.db, status=status))
+    rows = list(subs.iter_subscribers(context.readonly_db, status=status))
     if as_json:
         emit_json(rows)
         return
     emit_table(rows, [("id", "ID"), ("email", "EMAIL"), ("status", "STATUS"), ("confirmed_at", "CONFIRMED"),
                       ("hard_bounces", "BOUNCES"), ("note", "NOTE")])
-    counts = subs.counts(context.db)
+    counts = subs.counts(context.readonly_db)
     click.echo("  ".join(f"{name}: {n}" for name, n in counts.items()), err=True)
 
 

@@ -35,7 +35,7 @@ def list_(context: Context, urgent: bool, status: str | None, since: str | None,
     if since is not None:
         since = _day(since, "--since")
     rows = desk.list_threads(
-        context.db, status=status, urgent=True if urgent else None, since=since,
+        context.readonly_db, status=status, urgent=True if urgent else None, since=since,
         letters_only=not everything, limit=limit,
     )
     if as_json:
@@ -62,7 +62,7 @@ def _day(text: str, option: str) -> str:
 def show(context: Context, thread_id: int, as_json: bool) -> None:
     """Show every message of a thread in order, inbound and outbound."""
     try:
-        detail = desk.thread_detail(context.db, thread_id)
+        detail = desk.thread_detail(context.readonly_db, thread_id)
     except desk.ThreadNotFound as exc:
         raise click.ClickException(str(exc)) from None
     thread, messages = detail["thread"], detail["messages"]
@@ -109,7 +109,7 @@ def search(context: Context, query: str, limit: int, as_json: bool) -> None:
     highlighted (in [brackets] when the output is not a terminal).
     """
     try:
-        result = desk.search(context.db, query, limit=limit)
+        result = desk.search(context.readonly_db, query, limit=limit)
     except archive.SearchSyntaxError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

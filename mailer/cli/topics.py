@@ -58,7 +58,7 @@ def import_(context: Context, source: str, if_empty: bool) -> None:
 @pass_context
 def list_(context: Context, as_json: bool) -> None:
     """List every topic, newest first; starters are marked."""
-    rows = catalog.list_topics(context.db)
+    rows = catalog.list_topics(context.readonly_db)
     if as_json:
         emit_json(rows)
         return
