@@ -19,7 +19,7 @@ import os
 import socket
 import ssl
 from pathlib import Path
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import aiosmtplib
 
@@ -135,7 +135,7 @@ class SmtpTransport:
             raise TemporaryFailure(f"relay {self.config.relay_host}:{self.config.relay_port} unreachable: {exc}") from None
         keep = False
         try:
-            options = body_parameters(client, eight_bit=not raw.isascii())
+            options = mail_parameters(client, eight_bit=not raw.isascii(), addresses=[mail_from, *rcpt_to])
             errors, response = await client.sendmail(mail_from, rcpt_to, raw, mail_options=options)
             if errors:
                 code, text = next(iter(errors.values()))
@@ -178,25 +178,39 @@ class SmtpTransport:
                 client.close()
 
 
-def body_parameters(client: aiosmtplib.SMTP, *, eight_bit: bool) -> list[str]:
-    """The MAIL FROM parameters a message body needs (RFC 6152), for the outbox and the digest alike.
+def mail_parameters(client: aiosmtplib.SMTP, *, eight_bit: bool, addresses: Iterable[str]) -> list[str]:
+    """The MAIL FROM parameters a message needs, for the outbox and the digest alike.
 
-    8-bit data is declared with BODY=8BITMIME, and only to a relay that
-    advertised 8BITMIME (``client`` has had its EHLO: see
-    :func:`connect_relay`); a 7-bit message needs nothing. A relay without
-    8BITMIME gets no 8-bit message: converting one to quoted-printable here
+    8-bit data is declared with BODY=8BITMIME (RFC 6152), and an envelope
+    with a non-ASCII address with SMTPUTF8 (RFC 6531; readers may write from
+    such addresses, and are answered there), each only to a relay that
+    advertised it (``client`` has had its EHLO: see :func:`connect_relay`).
+    A relay without the extension gets nothing: converting the message here
     would change the bytes the archive keeps and DKIM signs, so the delivery
     fails, temporarily, like a relay without STARTTLS: the message is fine,
     the relay's setup is not.
     """
-    if not eight_bit:
-        return []
-    if client.supports_extension("8bitmime"):
-        return ["BODY=8BITMIME"]
-    raise TemporaryFailure(
-        f"relay {client.hostname}:{client.port} does not offer 8BITMIME, and this message has 8-bit "
-        "text; nothing was sent, will retry (the relay must accept 8-bit mail: Postfix does)"
-    )
+    options = []
+    if not all(address.isascii() for address in addresses):
+        if not client.supports_extension("smtputf8"):
+            raise TemporaryFailure(
+                f"relay {client.hostname}:{client.port} does not offer SMTPUTF8, and this message has an "
+                "internationalised address; nothing was sent, will retry (Postfix offers it with smtputf8_enable)"
+            )
+        options.append("SMTPUTF8")
+    if eight_bit:
+        if not client.supports_extension("8bitmime"):
+            raise TemporaryFailure(
+                f"relay {client.hostname}:{client.port} does not offer 8BITMIME, and this message has 8-bit "
+                "text; nothing was sent, will retry (the relay must accept 8-bit mail: Postfix does)"
+            )
+        options.append("BODY=8BITMIME")
+    return options
+
+
+def mailbox_encoding(options: list[str]) -> str:
+    """How aiosmtplib must encode the envelope's addresses for these MAIL FROM parameters."""
+    return "utf-8" if "SMTPUTF8" in options else "ascii"
 
 
 def _classify(exc: aiosmtplib.SMTPResponseException) -> DeliveryFailure:
@@ -249,7 +263,7 @@ async def connect_relay(
                     f"{exc.code} {exc.message} (check the password in ${config.password_env})"
                 ) from None
         if client.is_ehlo_or_helo_needed:
-            # Callers ask about extensions (8BITMIME: body_parameters) before MAIL FROM.
+            # Callers ask about extensions (8BITMIME, SMTPUTF8: mail_parameters) before MAIL FROM.
             try:
                 await client.ehlo()
             except aiosmtplib.SMTPHeloError:

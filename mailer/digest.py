@@ -63,7 +63,7 @@ from .config import Config, DeliveryConfig
 from .db import open_database
 from .dkim import Signer, load_signer
 from .delivery import (
-    DeliveryFailure, MaildirTransport, PermanentFailure, TemporaryFailure, body_parameters, connect_relay,
+    DeliveryFailure, MaildirTransport, PermanentFailure, TemporaryFailure, connect_relay, mail_parameters, mailbox_encoding,
     redact, relay_password,
 )
 from .tls import relay_context
@@ -609,9 +609,9 @@ class SmtpDigestSession:
         wire, eight_bit = copy.wire, copy.eight_bit
         client = await self._connected()
         try:
-            options = body_parameters(client, eight_bit=eight_bit)
-            await client.mail(mail_from, options=options)
-            await client.rcpt(rcpt)
+            options = mail_parameters(client, eight_bit=eight_bit, addresses=[mail_from, rcpt])
+            await client.mail(mail_from, options=options, encoding=mailbox_encoding(options))
+            await client.rcpt(rcpt, encoding=mailbox_encoding(options))
             start = await client.execute_command(b"DATA")
             if start.code != 354:
                 raise aiosmtplib.SMTPResponseException(start.code, start.message)

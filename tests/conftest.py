@@ -85,7 +85,7 @@ class SmtpSink:
 def smtp_sink():
     """A running SMTP sink on loopback; ``.port`` and ``.messages``."""
     sink = SmtpSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), decode_data=False)
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), decode_data=False, enable_SMTPUTF8=True)
     controller.start()
     sink.port = controller.port
     sink.controller = controller

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import email
 import json
+import re
+import smtplib
 from email import policy
 from pathlib import Path
 
@@ -337,6 +339,24 @@ def test_an_8bit_acknowledgement_says_body_8bitmime_and_a_7bit_one_says_nothing(
         assert eight_bit == (encoding == "8bit")
         body = [option for option in got["mail_options"] if option.startswith("BODY=")]
         assert body == (["BODY=8BITMIME"] if eight_bit else []), got["rcpt_tos"]
+
+
+def test_a_reader_with_an_internationalised_address_is_answered_over_smtputf8(tmp_path, smtp_sink):
+    # RFC 6531: the listener takes letters from such addresses, so the
+    # acknowledgement must be able to go back to them.
+    address = "zoë@exämple.org"
+    config = make_config(tmp_path, delivery={"mode": "smtp", "relay_port": smtp_sink.port})
+    import_example_topics(config)
+    raw = letter("Help", THERAPIST_LETTER, sender=f"Zoë <{address}>")
+    with BackgroundService(config) as running:
+        with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+            client.ehlo("client.example")
+            client.sendmail(address, ["letters@column.example"], raw, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        got = wait_for(lambda: smtp_sink.messages, message="the acknowledgement at the relay")[0]
+    assert got["rcpt_tos"] == [address]
+    assert "SMTPUTF8" in got["mail_options"]
+    head = got["data"].split(b"\r\n\r\n", 1)[0]
+    assert re.search(rb"(?m)^To: .*" + re.escape(address.encode("utf-8")), head), head  # RFC 6532 UTF-8 header
 
 
 def test_a_relay_without_8bitmime_gets_no_8bit_acknowledgement_but_7bit_ones_still_go(tmp_path):
