@@ -123,7 +123,9 @@ def test_cli_reads_the_config_named_by_mailer_config(tmp_path):
 
 # Commands that only look. `status` has its own tests (tests/test_status.py).
 READ_ONLY_COMMANDS = [["threads", "list"], ["threads", "show", "1"], ["threads", "search", "therapist"],
-                      ["outbox", "list"], ["subscribers", "list"], ["digest", "list"], ["topics", "list"]]
+                      ["outbox", "list"], ["subscribers", "list"], ["digest", "list"], ["topics", "list"],
+                      ["status"], ["threads", "export", "1", "--mbox", "out.mbox"], ["subscribers", "export", "-"],
+                      ["digest", "raw", "1"]]
 
 
 @pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=" ".join)

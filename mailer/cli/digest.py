@@ -107,7 +107,7 @@ def list_(context: Context, limit: int) -> None:
 def raw(context: Context, message_id: int) -> None:
     """Print the exact bytes of an archived digest copy (by archive message id)."""
     try:
-        data = digests.archived_bytes(context.db, message_id, token_key(context.config))
+        data = digests.archived_bytes(context.readonly_db, message_id, token_key(context.config))
     except KeyError:
         raise click.ClickException(f"message {message_id} is not an archived digest copy") from None
     except digests.DigestError as exc:

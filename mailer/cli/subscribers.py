@@ -115,8 +115,8 @@ def import_(context: Context, csv_file: str, confirmed: bool) -> None:
 def export(context: Context, csv_file: str, status: str | None) -> None:
     """Write every subscriber to CSV_FILE ('-' for standard output)."""
     if csv_file == "-":
-        subs.export_rows(context.db, sys.stdout, status=status)
+        subs.export_rows(context.readonly_db, sys.stdout, status=status)
         return
     with open(Path(csv_file), "w", newline="", encoding="utf-8") as handle:
-        n = subs.export_rows(context.db, handle, status=status)
+        n = subs.export_rows(context.readonly_db, handle, status=status)
     click.echo(f"wrote {n} subscriber(s) to {csv_file}")

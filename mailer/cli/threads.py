@@ -164,10 +164,10 @@ def export(context: Context, thread_id: int, mbox_path: Path | None, eml_dir: Pa
                 raise click.ClickException(f"{mbox_path} already exists (use --force to replace it)")
             if mbox_path.exists() and force:
                 mbox_path.unlink()
-            count = desk.export_mbox(context.db, thread_id, mbox_path, config=context.config)
+            count = desk.export_mbox(context.readonly_db, thread_id, mbox_path, config=context.config)
             click.echo(f"Wrote {count} message(s) of thread {thread_id} to {mbox_path}")
         if eml_dir:
-            files = desk.export_eml(context.db, thread_id, eml_dir, overwrite=force, config=context.config)
+            files = desk.export_eml(context.readonly_db, thread_id, eml_dir, overwrite=force, config=context.config)
             click.echo(f"Wrote {len(files)} .eml file(s) of thread {thread_id} to {eml_dir}")
     except desk.DeskError as exc:
         raise click.ClickException(str(exc)) from None
