@@ -300,9 +300,11 @@ class OutboxWorker:
                       extra={"event": "outbox_failed", "outbox_id": outbox_id, "kind": row["kind"],
                              "answer": str(exc)})
         except Exception as exc:  # noqa: BLE001 - unexpected: keep the row, try again later
-            log.exception("outbox %d: unexpected delivery error", outbox_id,
-                          extra={"event": "outbox_retry", "outbox_id": outbox_id, "kind": row["kind"]})
-            await self.writer.run(mark_retry, outbox_id, f"internal error: {exc}", self.clock(), self.config)
+            status = await self.writer.run(mark_retry, outbox_id, f"internal error: {exc}", self.clock(), self.config)
+            log.exception("outbox %d: unexpected delivery error, %s", outbox_id,
+                          "will retry" if status == "pending" else "gave up",
+                          extra={"event": "outbox_retry" if status == "pending" else "outbox_failed",
+                                 "outbox_id": outbox_id, "kind": row["kind"]})
         else:
             await self.writer.run(mark_sent, outbox_id, str(response), iso(self.clock()))
             log.info("outbox %d (%s): delivered", outbox_id, row["kind"],
