@@ -28,6 +28,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    """``[smtp]``: where the listener binds, its domain, and its limits and TLS files."""
+
     host: str = "127.0.0.1"
     port: int = 8025
     domain: str = "column.example"
@@ -43,6 +45,8 @@ class SmtpConfig:
 
 @dataclass(frozen=True)
 class AddressesConfig:
+    """``[addresses]``: the column's own addresses, the only recipients the listener accepts."""
+
     letters: str = "letters@column.example"
     subscribe: str = "subscribe@column.example"
     unsubscribe: str = "unsubscribe@column.example"
@@ -55,11 +59,15 @@ class AddressesConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
+    """``[storage]``: where the SQLite archive lives."""
+
     database: Path = Path("var/mailer.db")
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
+    """``[delivery]``: how outgoing mail leaves (a Maildir, or an SMTP relay) and how it is retried."""
+
     mode: str = "maildir"
     maildir: Path = Path("var/maildir")
     relay_host: str = "127.0.0.1"
@@ -80,6 +88,8 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
+    """``[web]``: the desk and the public pages: address, public URL, login secrets."""
+
     host: str = "127.0.0.1"
     port: int = 8026
     public_url: str = "http://127.0.0.1:8026"
@@ -93,6 +103,8 @@ class WebConfig:
 
 @dataclass(frozen=True)
 class ColumnConfig:
+    """``[column]``: who the column is (name, columnist, site, timezone) and its templates."""
+
     name: str = "Enjoy Your Changes"
     columnist: str = "The Columnist"
     site_url: str = "https://column.example"
@@ -102,6 +114,8 @@ class ColumnConfig:
 
 @dataclass(frozen=True)
 class AcknowledgementsConfig:
+    """``[acknowledgements]``: whether and how often letters are answered automatically."""
+
     enabled: bool = True
     once_per_days: int = 7
     topics_per_letter: int = 3
@@ -109,6 +123,8 @@ class AcknowledgementsConfig:
 
 @dataclass(frozen=True)
 class CrisisConfig:
+    """``[crisis]``: the resources a reader in crisis is given first."""
+
     resources: str = (
         "If you are in danger or thinking about ending your life, please reach out now.\n"
         "In the US: call or text 988 (Suicide & Crisis Lifeline), or call 911.\n"
@@ -119,6 +135,8 @@ class CrisisConfig:
 
 @dataclass(frozen=True)
 class DigestConfig:
+    """``[digest]``: the schedules, and how a digest run paces and batches its sends."""
+
     schedules: Path = Path("schedules")
     grace_period_hours: float = 72.0
     # -- issue 4 (subscribers and digest) -----------------------------------
@@ -161,6 +179,8 @@ class DkimConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration, loaded once; each section is a frozen dataclass."""
+
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     addresses: AddressesConfig = field(default_factory=AddressesConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
