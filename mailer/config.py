@@ -17,6 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENV_VAR = "MAILER_CONFIG"
 DEFAULT_FILE = "config.toml"
@@ -110,6 +111,11 @@ class ColumnConfig:
     site_url: str = "https://column.example"
     timezone: str = "America/New_York"
     templates_dir: str = ""
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The column's time zone (checked when the config is loaded)."""
+        return ZoneInfo(self.timezone)
 
 
 @dataclass(frozen=True)
@@ -374,6 +380,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("subscribers.confirm_expiry_hours: must be more than 0")
     if config.subscribers.confirmation_interval_hours < 0:
         raise ConfigError("subscribers.confirmation_interval_hours: must be 0 or more")
+    try:
+        config.column.zone
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"column.timezone: {config.column.timezone!r} is not a known time zone (e.g. America/New_York)"
+        ) from None
     # -- issue 7 (the operator's view) ------------------------------------------
     if config.logging.format not in ("text", "json", "logfmt"):
         raise ConfigError(

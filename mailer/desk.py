@@ -25,7 +25,6 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 import sqlite_utils
@@ -364,7 +363,7 @@ def compose_reply(
         "paragraphs": _paragraphs(text),
         "reader_name": reader_name,
         "subject": letter["subject"],
-        "letter_date": _when_text(letter["created_at"], config.column.timezone),
+        "letter_date": _when_text(letter["created_at"], config.column.zone),
         "quoted": quoted[:QUOTE_LINES],
         "quote_cut": len(quoted) > QUOTE_LINES,
         "column": config.column,
@@ -676,7 +675,7 @@ def topic_draft(db: sqlite_utils.Database, thread_id: int, *, config: Config, cl
     slug = _slug(title) or f"letter-{thread_id}"
     texts = [anonymize(m["body_text"] or "", names) for m in letters]
     keywords = _keywords(title, "\n".join(texts))
-    today = _local_now(clock, config.column.timezone).date().isoformat()
+    today = clock().astimezone(config.column.zone).date().isoformat()
     topics = [t["slug"] for m in detail["messages"] for t in m["topics"]]
     lines = [
         "---",
@@ -736,17 +735,10 @@ def _slug(text: str, limit: int = 60) -> str:
     return slug
 
 
-def _local_now(clock: Clock, timezone: str) -> dt.datetime:
+def _when_text(created_at: str, zone: dt.tzinfo) -> str:
     try:
-        return clock().astimezone(ZoneInfo(timezone))
-    except (ZoneInfoNotFoundError, ValueError):
-        return clock()
-
-
-def _when_text(created_at: str, timezone: str) -> str:
-    try:
-        moment = parse_iso(created_at).astimezone(ZoneInfo(timezone))
-    except (ValueError, ZoneInfoNotFoundError):
+        moment = parse_iso(created_at).astimezone(zone)
+    except ValueError:
         return created_at
     return f"{moment:%a} {moment.day} {moment:%b %Y}"
 

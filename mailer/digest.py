@@ -190,7 +190,7 @@ def compose_frame(
         "unsubscribe_url": unsubscribe_url(config, token),
         "unsubscribe_address": config.addresses.unsubscribe,
         "letters_address": config.addresses.letters,
-        "date": created.astimezone(_zone(config.column.timezone)).date(),
+        "date": created.astimezone(config.column.zone).date(),
     }
     body = render(templates, "digest", context)
     msg = EmailMessage(policy=_FRAME_POLICY)
@@ -220,12 +220,6 @@ def _cte(text: str, what: str) -> str:
             "wrap it in the template (e.g. with |wordwrap)"
         )
     return "7bit" if text.isascii() else "8bit"
-
-
-def _zone(name: str):
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
 
 
 # --------------------------------------------------------------------------

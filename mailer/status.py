@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import socket
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlite_utils
 
@@ -28,14 +27,6 @@ from .config import Config
 #: How long a probe of the listener or web address may take.
 PROBE_TIMEOUT = 0.5
 WEEK_STARTS = "monday"
-
-
-def column_zone(config: Config) -> tuple[dt.tzinfo, str]:
-    """The column's timezone and its name (UTC when ``column.timezone`` is not a known zone)."""
-    try:
-        return ZoneInfo(config.column.timezone), config.column.timezone
-    except (ZoneInfoNotFoundError, ValueError):
-        return dt.timezone.utc, "UTC"
 
 
 def day_and_week_start(now: dt.datetime, zone: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
@@ -112,12 +103,11 @@ def digest_facts(config: Config, db: sqlite_utils.Database, now: dt.datetime) ->
 def gather(config: Config, db: sqlite_utils.Database, *, clock: Clock, timeout: float = PROBE_TIMEOUT) -> dict:
     """Everything ``mailer status`` reports, as plain data with stable keys."""
     now = clock()
-    zone, zone_name = column_zone(config)
-    today, monday = day_and_week_start(now, zone)
+    today, monday = day_and_week_start(now, config.column.zone)
     smtp, web = config.smtp, config.web
     return {
         "generated_at": iso(now),
-        "timezone": zone_name,
+        "timezone": config.column.timezone,
         "week_starts": WEEK_STARTS,
         "listener": {
             "address": _address(smtp.host, smtp.port), "host": smtp.host, "port": smtp.port,

@@ -31,6 +31,7 @@ BAD_FILES = [
     ("wrong-type", '[smtp]\nport = "2525"\n', ["smtp.port", "expected a whole number", "'2525'"]),
     ("wrong-type-bool", '[web]\nenabled = "yes"\n', ["web.enabled", "expected true or false"]),
     ("port-out-of-range", "[smtp]\nport = 70000\n", ["smtp.port", "70000", "not a TCP port"]),
+    ("unknown-time-zone", '[column]\ntimezone = "Mars/Olympus_Mons"\n', ["column.timezone", "Mars/Olympus_Mons", "not a known time zone"]),
     ("invalid-toml", "[smtp\nport = 2525\n", ["not valid TOML"]),
     ("section-not-a-table", 'smtp = "fast"\n', ["smtp", "expected a [smtp] table"]),
     ("bad-delivery-mode", '[delivery]\nmode = "pigeon"\n', ["delivery.mode", "'pigeon'", '"maildir" or "smtp"']),

@@ -33,8 +33,7 @@ def status(context: Context, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    zone, _ = facts.column_zone(config)
-    for label, text in human_lines(data, zone):
+    for label, text in human_lines(data, config.column.zone):
         click.echo(f"{label:<13}{text}".rstrip())
 
 

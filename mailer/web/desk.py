@@ -40,7 +40,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -413,15 +412,8 @@ def _render(request: Request, name: str, *, status: int = 200, **context) -> HTM
     return HTMLResponse(html, status_code=status)
 
 
-def _tz(config: Config):
-    try:
-        return ZoneInfo(config.column.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return dt.timezone.utc
-
-
 def _when_fn(config: Config):
-    zone = _tz(config)
+    zone = config.column.zone
 
     def when(stamp: str | None) -> str:
         """A short local time: 09:14 today, Tue 24 Nov this year, 24 Nov 2025 before."""
@@ -442,7 +434,7 @@ def _when_fn(config: Config):
 
 
 def _when_full_fn(config: Config):
-    zone = _tz(config)
+    zone = config.column.zone
 
     def when_full(stamp: str | None) -> str:
         if not stamp:
@@ -516,7 +508,7 @@ async def login_page(request: Request) -> Response:
 
 def _login(request: Request, password: DeskPassword, next_path: str, *, status: int = 200,
            error: str | None = None) -> HTMLResponse:
-    hour = dt.datetime.now(_tz(request.app.state.config)).hour
+    hour = dt.datetime.now(request.app.state.config.column.zone).hour
     salute = "Good morning." if hour < 12 else "Good afternoon." if hour < 18 else "Good evening."
     return _render(request, "login", status=status, error=error, next=next_path, salute=salute,
                    configured=password.configured, problem=password.problem,
