@@ -91,13 +91,8 @@ class Service:
                 ) from None
         except BaseException:
             # Undo what did start, so a failed start leaves no thread or port behind.
-            for component in reversed(started):
-                try:
-                    await component.stop()
-                except Exception:  # noqa: BLE001 - the first error is the one to report
-                    log.exception("error while stopping %s after a failed start", type(component).__name__)
+            await self._stop_workers(started)
             self.components = []
-            await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
             raise
         host, port = self.smtp_address
         log.info("listening for SMTP on %s:%d (database %s)", host, port, self.config.storage.database,
@@ -123,14 +118,18 @@ class Service:
         """Stop accepting, finish letters in flight, stop workers, close the database."""
         # The listener goes first, so /healthz answers 503 while the rest winds down.
         await self.stop_listener()
-        for component in reversed(self.components):
+        await self._stop_workers(self.components)
+        self._stopped.set()
+        log.info("stopped cleanly", extra={"event": "service_stopped"})
+
+    async def _stop_workers(self, components: list[Component]) -> None:
+        """Stop ``components`` in reverse start order, then the archive writer."""
+        for component in reversed(components):
             try:
                 await component.stop()
             except Exception:  # noqa: BLE001 - keep stopping the rest
                 log.exception("error while stopping %s", type(component).__name__)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
-        self._stopped.set()
-        log.info("stopped cleanly", extra={"event": "service_stopped"})
 
     async def run_until_signalled(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
