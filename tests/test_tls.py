@@ -422,6 +422,12 @@ def outbox(config) -> list:
     return rows(config.storage.database, "SELECT status, attempts, last_error FROM outbox ORDER BY id")
 
 
+def first_row_after_attempts(config, attempts: int, message: str):
+    """The first outbox row, once it has been tried ``attempts`` times."""
+    wait_for(lambda: (outbox(config) or [{"attempts": 0}])[0]["attempts"] >= attempts, message=message)
+    return outbox(config)[0]
+
+
 def test_acknowledgement_reaches_the_relay_over_starttls_with_the_password_from_the_environment(
         tmp_path, certs, starttls_relay, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, RELAY_PASSWORD)
@@ -462,9 +468,7 @@ def test_a_relay_that_does_not_offer_starttls_gets_nothing_and_the_message_waits
         config = relay_config(tmp_path, certs, controller.port, username="")
         with BackgroundService(config) as running:
             send(running.smtp_port, letter(), mail_from="dana@example.org")
-            wait_for(lambda: (outbox(config) or [{"attempts": 0}])[0]["attempts"] >= 2,
-                     message="two attempts at the relay")
-            row = outbox(config)[0]
+            row = first_row_after_attempts(config, 2, "two attempts at the relay")
     finally:
         controller.stop()
     assert relay.mails == []  # not one MAIL in clear
@@ -478,9 +482,7 @@ def test_a_relay_whose_certificate_is_not_trusted_gets_nothing(tmp_path, certs, 
     config = relay_config(tmp_path, certs, starttls_relay.port, ca_file="")
     with BackgroundService(config) as running:
         send(running.smtp_port, letter(), mail_from="dana@example.org")
-        wait_for(lambda: (outbox(config) or [{"attempts": 0}])[0]["attempts"] >= 1,
-                 message="an attempt at the relay")
-        row = outbox(config)[0]
+        row = first_row_after_attempts(config, 1, "an attempt at the relay")
     assert starttls_relay.logins == [] and starttls_relay.mails == []
     assert row["status"] == "pending"
     assert "not trusted" in row["last_error"] and "delivery.ca_file" in row["last_error"]
@@ -497,9 +499,7 @@ def test_a_wrong_password_is_retried_and_never_written_to_a_log_or_the_outbox(tm
         config = relay_config(tmp_path, certs, controller.port)
         with BackgroundService(config) as running:
             send(running.smtp_port, letter(), mail_from="dana@example.org")
-            wait_for(lambda: (outbox(config) or [{"attempts": 0}])[0]["attempts"] >= 2,
-                     message="two refused logins")
-            row = outbox(config)[0]
+            row = first_row_after_attempts(config, 2, "two refused logins")
     finally:
         controller.stop()
     assert relay.logins[0] == (RELAY_USER, wrong)  # the relay did get it, and said it back
