@@ -45,8 +45,9 @@ sys.path.insert(0, str(HERE))
 import _common  # noqa: E402
 from _common import REPO, percentile  # noqa: E402
 
-from mailer import archive, desk  # noqa: E402
-from mailer.db import open_database  # noqa: E402
+from mailer.store import archive  # noqa: E402
+from mailer import desk
+from mailer.store.db import open_database  # noqa: E402
 from mailer.web.desk import PAGE_SIZE  # noqa: E402
 
 #: Bump when the generator changes, so a cached archive is rebuilt.

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.config import config_from_dict, resolve_paths
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE.parent.parent / "shared" / "corpus" / "flanker"

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.crisis import _explain, assess  # noqa: E402
+from mailer.rules.crisis import _explain, assess  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "crisis_cases.toml"
 

@@ -84,7 +84,7 @@ def make_config(folder: Path, port: int, concurrency: int, dkim: bool = False):
         "web": {"public_url": "https://column.example"},
     }
     if dkim:
-        from mailer.dkim import generate_key, write_private_key
+        from mailer.outbound.dkim import generate_key, write_private_key
 
         write_private_key(folder / "dkim.key", generate_key(2048), force=True)
         data["dkim"] = {"selector": "bench", "domain": "column.example", "key_file": "dkim.key"}
@@ -94,7 +94,7 @@ def make_config(folder: Path, port: int, concurrency: int, dkim: bool = False):
 def prepare(config, n: int) -> None:
     """N confirmed subscribers and five topics published this week."""
     from mailer import topics
-    from mailer.db import open_database
+    from mailer.store.db import open_database
 
     db = open_database(config.storage.database)
     today = dt.date.today()
@@ -117,8 +117,8 @@ def prepare(config, n: int) -> None:
 
 
 def run_real(folder: Path, port: int, n: int, concurrency: int, dkim: bool = False) -> dict:
-    from mailer.digest import run_digest
-    from mailer.subscribers import token_key
+    from mailer.newsletter.sending import run_digest
+    from mailer.newsletter.subscribers import token_key
 
     config = make_config(folder, port, concurrency, dkim)
     prepare(config, n)
@@ -137,9 +137,9 @@ def run_bare(folder: Path, port: int, n: int, concurrency: int) -> dict:
     """aiosmtplib.sendmail of pre-rendered copies of the same digest, nothing else."""
     import aiosmtplib
 
-    from mailer.digest import Frame, Markers, compose_frame
-    from mailer.subscribers import unsubscribe_token
-    from mailer.templating import template_environment
+    from mailer.newsletter.digest import Frame, Markers, compose_frame
+    from mailer.newsletter.subscribers import unsubscribe_token
+    from mailer.outbound.templating import template_environment
 
     config = make_config(folder, port, concurrency)
     topics = [{"title": f"Small changes that stay, part {i}", "url": f"https://column.example/topics/piece-{i}",

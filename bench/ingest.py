@@ -315,7 +315,7 @@ def bare_server_main(args) -> int:
     from aiosmtpd.smtp import SMTP
 
     from mailer.config import SmtpConfig
-    from mailer.listener import COMMAND_LIMITS
+    from mailer.inbound.listener import COMMAND_LIMITS
 
     smtp = SmtpConfig()
 
@@ -359,7 +359,7 @@ def run_client(port: int, args, cpus: set[int] | None) -> dict:
 def import_topics(config_path: Path) -> int:
     from mailer import topics
     from mailer.config import load_config_file
-    from mailer.db import open_database
+    from mailer.store.db import open_database
 
     config = load_config_file(config_path)
     db = open_database(config.storage.database)
@@ -492,12 +492,17 @@ def _best_ms(fn, items, rounds: int = 5) -> float:
 
 def parts_main(args) -> int:
     """CPU per letter of each part of the server's work, in this process, one part at a time."""
-    from mailer import archive, crisis, parsing, pipeline, topics
+    from mailer.store import archive, parsing
+    from mailer.rules import crisis
+    from mailer.app.service import message_handlers
+    from mailer.inbound import pipeline
+    from mailer.inbound.handling import PipelineContext
+    from mailer import topics
     from mailer.clock import system_clock
-    from mailer.compose import Outgoing, build_message, make_address, render, reply_subject
+    from mailer.outbound.compose import Outgoing, build_message, make_address, render, reply_subject
     from mailer.config import load_config_file
-    from mailer.db import open_database
-    from mailer.templating import template_environment
+    from mailer.store.db import open_database
+    from mailer.outbound.templating import template_environment
 
     letters = make_letters(args.letters, seed=9)
     raws = [raw for _, raw in letters]
@@ -516,8 +521,8 @@ def parts_main(args) -> int:
         store = (time.process_time() - start) / len(letters) * 1000
         matching = _best_ms(lambda p: topics.topics_for_letter(db, p.subject, p.body_text, limit=3), parsed, 2)
         templates = template_environment(config.templates_override())
-        ctx = pipeline.PipelineContext(config=config, templates=templates, clock=system_clock)
-        handlers = pipeline.default_handlers()
+        ctx = PipelineContext(config=config, templates=templates, clock=system_clock)
+        handlers = message_handlers()
         start, done = time.process_time(), 0
         while True:
             with db.atomic():

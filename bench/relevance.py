@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mailer import topics  # noqa: E402
-from mailer.db import open_database  # noqa: E402
+from mailer.store.db import open_database  # noqa: E402
 
 LETTERS = REPO / "bench" / "data" / "relevance_letters.toml"
 CATALOG = REPO / "examples" / "topics.toml"

@@ -36,11 +36,11 @@ DIGEST_BENCH = Path(__file__).resolve().parent / "digest.py"
 
 def sample_messages() -> dict[str, bytes]:
     """An acknowledgement and a digest copy, built by mailer's own code."""
-    from mailer.compose import AUTO_REPLY_HEADERS, Outgoing, build_message, make_address, render
+    from mailer.outbound.compose import AUTO_REPLY_HEADERS, Outgoing, build_message, make_address, render
     from mailer.config import Config
-    from mailer.digest import Frame, Markers, compose_frame
-    from mailer.subscribers import unsubscribe_token
-    from mailer.templating import template_environment
+    from mailer.newsletter.digest import Frame, Markers, compose_frame
+    from mailer.newsletter.subscribers import unsubscribe_token
+    from mailer.outbound.templating import template_environment
 
     config = Config()
     env = template_environment()
@@ -67,7 +67,7 @@ def signing_cost(n: int) -> list[list[str]]:
     import dkim as dkimpy
     from cryptography.hazmat.primitives import serialization
 
-    from mailer.dkim import Signer, generate_key, signed_header_names
+    from mailer.outbound.dkim import Signer, generate_key, signed_header_names
 
     key = generate_key(2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,

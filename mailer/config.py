@@ -38,7 +38,7 @@ class SmtpConfig:
     max_recipients: int = 20
     idle_timeout: float = 120.0
     max_connections: int = 200
-    # -- issue 7 (TLS): STARTTLS; empty = no STARTTLS (see docs/tls.md) --
+    # -- STARTTLS; empty = no STARTTLS (see docs/tls.md) --
     tls_cert: str = ""
     tls_key: str = ""
     require_starttls: bool = False
@@ -76,7 +76,7 @@ class DeliveryConfig:
     starttls: bool = False
     username: str = ""
     password_env: str = "MAILER_RELAY_PASSWORD"
-    # -- issue 7 (TLS): port 465 style TLS, and a private CA to verify the relay --
+    # -- port 465 style TLS, and a private CA to verify the relay --
     implicit_tls: bool = False
     ca_file: str = ""
     timeout: float = 30.0
@@ -145,7 +145,6 @@ class DigestConfig:
 
     schedules: Path = Path("schedules")
     grace_period_hours: float = 72.0
-    # -- issue 4 (subscribers and digest) -----------------------------------
     concurrency: int = 8
     rate_limit: float = 0.0
     batch_size: int = 500
@@ -154,7 +153,7 @@ class DigestConfig:
 
 @dataclass(frozen=True)
 class SubscribersConfig:
-    """Double opt-in, unsubscribe links and bounce handling (issue 4)."""
+    """Double opt-in, unsubscribe links and bounce handling."""
 
     confirm_expiry_hours: float = 72.0
     confirmation_interval_hours: float = 24.0
@@ -164,7 +163,7 @@ class SubscribersConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    """How log lines look (issue 7): "text", "json" or "logfmt", and the least level shown."""
+    """How log lines look: "text", "json" or "logfmt", and the least level shown."""
 
     format: str = "text"
     level: str = "info"
@@ -172,7 +171,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class DkimConfig:
-    """DKIM signing of every outgoing message (issue 7); no [dkim] section means no signing."""
+    """DKIM signing of every outgoing message; no [dkim] section means no signing."""
 
     selector: str = ""
     domain: str = ""
@@ -283,7 +282,7 @@ def _resolve_type(annotation):
     return present[0] if present else annotation
 
 
-#: Keys people reach for that must never be in a config file (issue 7): the
+#: Keys people reach for that must never be in a config file: the
 #: file is copied, backed up and pasted into bug reports; the environment is not.
 _SECRET_KEYS = {
     "delivery.password": "delivery.password_env",
@@ -363,7 +362,6 @@ def _validate(config: Config) -> None:
         raise ConfigError("addresses: letters, subscribe, unsubscribe and bounces must differ")
     if config.acknowledgements.once_per_days < 0:
         raise ConfigError("acknowledgements.once_per_days: must be 0 or more")
-    # -- issue 4 (subscribers and digest) ---------------------------------------
     if config.digest.concurrency < 1:
         raise ConfigError("digest.concurrency: must be 1 or more")
     if config.digest.batch_size < 1:
@@ -386,7 +384,6 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"column.timezone: {config.column.timezone!r} is not a known time zone (e.g. America/New_York)"
         ) from None
-    # -- issue 7 (the operator's view) ------------------------------------------
     if config.logging.format not in ("text", "json", "logfmt"):
         raise ConfigError(
             f'logging.format: expected "text", "json" or "logfmt", got {config.logging.format!r}'
@@ -484,7 +481,7 @@ def resolve_paths(config: Config, base_dir: Path, *, source: Path | None) -> Con
         return path if path.is_absolute() else (base_dir / path)
 
     def fix_optional(path: str) -> str:
-        # Issue 7: "" means "not set" and stays "", not the config's folder.
+        # "" means "not set" and stays "", not the config's folder.
         return str(fix(Path(path))) if path else ""
 
     return dataclasses.replace(

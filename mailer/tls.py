@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from .config import ConfigError, DeliveryConfig, SmtpConfig
+from mailer.config import ConfigError, DeliveryConfig, SmtpConfig
 
 #: Older protocols have known attacks; every maintained mail server speaks 1.2.
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2

@@ -20,8 +20,8 @@ from aiosmtpd.controller import Controller
 
 from mailer import topics
 from mailer.config import Config, config_from_dict, resolve_paths
-from mailer.db import open_database
-from mailer.runner import BackgroundService
+from mailer.store.db import open_database
+from mailer.app.background import BackgroundService
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from mailer.cli import main
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 from conftest import SmtpSink, SteppingClock, free_port, import_example_topics, letter, make_config, rows, send, wait_for
 
@@ -421,10 +421,11 @@ import dataclasses  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mailer import archive, outbox  # noqa: E402
-from mailer.compose import AddressError, Outgoing, Rendered, build_message, make_address, reply_subject  # noqa: E402
-from mailer.db import open_database  # noqa: E402
-from mailer.parsing import parse_message, parse_own  # noqa: E402
+from mailer.store import archive  # noqa: E402
+from mailer.outbound import outbox
+from mailer.outbound.compose import AddressError, Outgoing, Rendered, build_message, make_address, reply_subject  # noqa: E402
+from mailer.store.db import open_database  # noqa: E402
+from mailer.store.parsing import parse_message, parse_own  # noqa: E402
 
 _FIXED = dt.datetime(2026, 11, 10, 21, 14, 7, tzinfo=dt.timezone.utc)
 # Mostly ASCII (the fast path's ground), with the characters that need quoting
@@ -502,7 +503,7 @@ def test_built_messages_are_byte_for_byte_those_of_the_stock_email_policies(name
     from email import generator, policy as stock
     from unittest import mock
 
-    from mailer import compose
+    from mailer.outbound import compose
 
     try:
         outgoing = _outgoing(name, subject, "Dear reader,\n" + subject, "<p>" + name + "</p>", ["<a@example.org>"],

@@ -18,10 +18,11 @@ import sqlite_utils
 from click.testing import CliRunner
 
 from conftest import letter, rows, send
-from mailer import archive, desk, migrations
-from mailer.archive import Envelope, SearchSyntaxError, store_inbound
+from mailer.store import archive, migrations
+from mailer import desk
+from mailer.store.archive import Envelope, SearchSyntaxError, store_inbound
 from mailer.cli import main
-from mailer.db import open_database, schema_version
+from mailer.store.db import open_database, schema_version
 
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.timezone.utc)
 
@@ -588,7 +589,7 @@ def test_a_transaction_holds_the_write_lock_from_its_start_so_it_cannot_be_refus
     # takes the lock at BEGIN makes the others wait instead.
     import sqlite3
 
-    from mailer.db import open_database
+    from mailer.store.db import open_database
 
     path = tmp_path / "mailer.db"
     ours = open_database(path)

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port, letter, make_config, rows, wait_for
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 LETTERS = "letters@column.example"
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.crisis import CrisisAssessment, assess
+from mailer.rules.crisis import CrisisAssessment, assess
 
 CASES_PATH = Path(__file__).parent / "data" / "crisis_cases.toml"
 KNOWN_SIGNALS = {"suicide", "self-harm", "danger-from-others"}
@@ -271,7 +271,7 @@ def test_long_letter_is_assessed_quickly():
 # ------------------------------------------------------------------ prefilter
 #
 # assess() searches only the patterns whose required phrases are in the letter
-# (mailer/prefilter.py). That must never change an answer: every test below
+# (mailer/rules/crisis_index.py). That must never change an answer: every test below
 # compares it with searching every pattern.
 
 import re  # noqa: E402
@@ -280,8 +280,8 @@ import unicodedata  # noqa: E402
 
 from hypothesis import HealthCheck  # noqa: E402
 
-from mailer import crisis  # noqa: E402
-from mailer.prefilter import PatternIndex  # noqa: E402
+from mailer.rules import crisis  # noqa: E402
+from mailer.rules.crisis_index import PatternIndex  # noqa: E402
 
 RELEVANCE_LETTERS = Path(__file__).parent.parent / "bench" / "data" / "relevance_letters.toml"
 

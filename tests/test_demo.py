@@ -38,7 +38,7 @@ def test_demo_previews_the_digest_or_says_it_is_not_there_yet(tmp_path):
 
 
 def test_demo_without_the_digest_module_says_so_and_still_finishes(tmp_path, monkeypatch):
-    monkeypatch.setattr("mailer.demo.DIGEST_MODULE", "mailer.digest_not_built_yet")
+    monkeypatch.setattr("mailer.app.demo.DIGEST_MODULE", "mailer.digest_not_built_yet")
     output = run_demo(tmp_path)
     assert "digest preview: not available yet" in output
     assert "where everything is" in output

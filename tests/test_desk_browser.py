@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailer import desk
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 from conftest import free_port, make_config, rows, wait_for
 from conftest import import_example_topics

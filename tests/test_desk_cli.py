@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailer import archive, desk, topics
+from mailer.store import archive
+from mailer import desk, topics
 from mailer.cli import main
-from mailer.db import open_database
-from mailer.runner import BackgroundService
+from mailer.store.db import open_database
+from mailer.app.background import BackgroundService
 
 from conftest import REPO, import_example_topics, letter, make_config, rows, send, wait_for
 
@@ -548,7 +549,7 @@ def test_a_damaged_password_hash_is_reported(bad):
 # -- the documentation -------------------------------------------------------------------------
 
 def test_the_desk_documentation_covers_every_command_and_the_real_policy():
-    from mailer.web.desk import CONTENT_SECURITY_POLICY
+    from mailer.web.guard import CONTENT_SECURITY_POLICY
 
     text = (REPO / "docs" / "desk.md").read_text(encoding="utf-8")
     for name in main.commands["threads"].commands:

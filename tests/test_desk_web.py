@@ -16,12 +16,13 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from mailer import archive, desk
+from mailer.store import archive
+from mailer import desk
 from mailer.clock import system_clock
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 from mailer.web import create_app
-from mailer.web.desk import CONTENT_SECURITY_POLICY, LoginLimiter
-from mailer.writer import DatabaseWriter
+from mailer.web.guard import CONTENT_SECURITY_POLICY, LoginLimiter
+from mailer.store.writer import DatabaseWriter
 
 from conftest import letter, make_config, rows, send, wait_for
 from conftest import import_example_topics

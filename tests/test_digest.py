@@ -25,13 +25,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
-from mailer import digest as digests
+from mailer.newsletter import digest as digests
+from mailer.newsletter import sending
 from mailer import topics
 from mailer.cli import main
-from mailer.db import open_database
-from mailer.runner import BackgroundService
-from mailer.scheduler import Schedule, crontab_weekdays, due_fire_time, load_schedules, next_fire_times
-from mailer.subscribers import token_key
+from mailer.store.db import open_database
+from mailer.app.background import BackgroundService
+from mailer.newsletter.scheduler import Schedule, crontab_weekdays, due_fire_time, load_schedules, next_fire_times
+from mailer.newsletter.subscribers import token_key
 
 from conftest import REPO, SmtpSink, SteppingClock, free_port, letter, make_config, rows, send, wait_for
 
@@ -91,9 +92,9 @@ def write_config_file(tmp_path: Path, config) -> Path:
     return path
 
 
-def send_now(config, clock, **kwargs) -> digests.Summary:
+def send_now(config, clock, **kwargs) -> sending.Summary:
     """What `mailer digest send` does, in-process."""
-    return asyncio.run(digests.run_digest(config, clock=clock, key=token_key(config), **kwargs))
+    return asyncio.run(sending.run_digest(config, clock=clock, key=token_key(config), **kwargs))
 
 
 def parsed(message: dict) -> email.message.EmailMessage:

@@ -31,13 +31,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.util import parse_tag_value
 
-from mailer import digest as digests
+from mailer.newsletter import digest as digests
+from mailer.newsletter import sending
 from mailer import topics
 from mailer.cli import main
 from mailer.config import ConfigError, DkimConfig, config_from_dict, load_config_file
-from mailer.db import open_database
-from mailer.runner import BackgroundService
-from mailer.subscribers import token_key
+from mailer.store.db import open_database
+from mailer.app.background import BackgroundService
+from mailer.newsletter.subscribers import token_key
 
 from conftest import REPO, free_port, letter, rows, send, wait_for
 
@@ -297,7 +298,7 @@ def test_a_digest_copy_verifies_covers_one_click_unsubscribe_and_is_what_the_arc
     # composition time and the sending times all differ.
     readings = itertools.count()
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
-    summary = asyncio.run(digests.run_digest(
+    summary = asyncio.run(sending.run_digest(
         config, clock=lambda: start + dt.timedelta(minutes=next(readings)), key=token_key(config)))
     assert summary.sent == 3 and len(smtp_sink.messages) == 3
 

@@ -13,7 +13,7 @@ import os
 import httpx
 import pytest
 
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 from conftest import free_port, make_config
 

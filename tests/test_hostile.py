@@ -31,12 +31,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, letter, make_config, rows, send, wait_for
-from mailer import archive, parsing, topics
-from mailer.archive import Envelope, store_inbound
-from mailer.db import open_database
-from mailer.listener import COMMAND_LIMITS
-from mailer.parsing import ParsedMessage, parse_message
-from mailer.runner import BackgroundService
+from mailer.store import archive, parsing
+from mailer import topics
+from mailer.store.archive import Envelope, store_inbound
+from mailer.store.db import open_database
+from mailer.inbound.listener import COMMAND_LIMITS
+from mailer.store.parsing import ParsedMessage, parse_message
+from mailer.app.background import BackgroundService
 
 LETTERS = "letters@column.example"
 FIXED = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.timezone.utc)

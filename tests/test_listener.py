@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-import mailer.db
+import mailer.store.db
 from conftest import FIXTURES, free_port, letter, make_config, rows, send, wait_for
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 _QUEUED_AS = re.compile(rb"queued as (\d+)")
 
@@ -397,7 +397,7 @@ def test_letter_gets_451_while_the_database_is_locked_and_250_once_it_is_free(tm
     # Another program holding the write lock longer than our busy timeout is
     # the failure root cannot fake with file permissions. 10 s is the real
     # timeout; a shorter one keeps the test quick and exercises the same path.
-    monkeypatch.setattr(mailer.db, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(mailer.store.db, "BUSY_TIMEOUT_MS", 200)
     config = make_config(tmp_path)
     with BackgroundService(config) as running:
         blocker = sqlite3.connect(config.storage.database, isolation_level=None)
@@ -555,7 +555,7 @@ def test_serve_on_a_taken_port_names_the_key_and_leaves_nothing_running(tmp_path
 
     from configfile import write_config_file
     from mailer.config import ConfigError
-    from mailer.service import Service
+    from mailer.app.service import Service
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

@@ -42,7 +42,7 @@ from click.testing import CliRunner
 from conftest import REPO, SmtpSink, free_port, letter, rows, wait_for
 from mailer.cli import main
 from mailer.config import Config, config_from_dict, resolve_paths
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 DEPLOY = REPO / "docs" / "deploy.md"
 UNIT = REPO / "examples" / "mailer.service"

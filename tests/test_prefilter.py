@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.prefilter import PatternIndex, required_phrases, words_of
+from mailer.rules.crisis_index import PatternIndex, required_phrases, words_of
 
 # Patterns chosen to exercise each part of the analysis.
 TRICKY = {

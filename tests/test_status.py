@@ -23,13 +23,15 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from mailer import migrations, subscribers, topics
-from mailer.archive import Envelope, store_inbound, store_outbound
+from mailer.store import migrations
+from mailer.newsletter import subscribers
+from mailer import topics
+from mailer.store.archive import Envelope, store_inbound, store_outbound
 from mailer.cli import main
 from mailer.clock import iso, parse_iso
-from mailer.db import open_database
-from mailer.runner import BackgroundService
-from mailer.status import gather
+from mailer.store.db import open_database
+from mailer.app.background import BackgroundService
+from mailer.app.status import gather
 
 from configfile import write_config_file
 from conftest import REPO, free_port, letter, make_config, rows, send, wait_for
@@ -239,8 +241,8 @@ def test_status_on_an_archive_older_than_the_program_says_so_and_migrates_nothin
 # kill -9: what it committed is in the write-ahead log, not yet in the file.
 CRASHING_WRITER = """
 import datetime as dt, os, signal, sys
-from mailer import subscribers
-from mailer.db import open_database
+from mailer.newsletter import subscribers
+from mailer.store.db import open_database
 db = open_database(sys.argv[1])
 for n in range(3):
     subscribers.add_confirmed(db, f"reader{n}@example.org", clock=lambda: dt.datetime.now(dt.timezone.utc))

@@ -22,10 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from click.testing import CliRunner
 
-from mailer import bounces
-from mailer import subscribers as subs
+from mailer.newsletter import bounces
+from mailer.newsletter import subscribers as subs
 from mailer.cli import main
-from mailer.runner import BackgroundService
+from mailer.app.background import BackgroundService
 
 from conftest import FIXTURES, free_port, letter, make_config, rows, send, wait_for
 from conftest import SteppingClock
@@ -252,7 +252,7 @@ def test_an_altered_unsubscribe_token_is_refused_and_changes_nothing(tmp_path):
 
 
 def _add_confirmed(config, address):
-    from mailer.db import open_database
+    from mailer.store.db import open_database
 
     db = open_database(config.storage.database)
     try:
@@ -437,6 +437,6 @@ def test_hard_bounces_suspend_a_subscriber_after_the_limit_and_list_shows_it(tmp
 def test_a_token_is_found_in_a_reply_whatever_characters_it_begins_or_ends_with(token, prefix, suffix):
     # The confirmation reply and the mailto unsubscribe both carry the token in
     # the subject; one a reader's client has quoted must still be recognised.
-    assert subs._CONFIRM_IN_TEXT.findall(f"{prefix}confirm {token}{suffix}") == [token]
-    assert subs._UNSUBSCRIBE_IN_TEXT.findall(f"{prefix}unsubscribe {token}{suffix}") == [token]
-    assert subs._UNSUBSCRIBE_IN_TEXT.findall(f"unsubscribe {token}x") == []  # never a prefix of a longer word
+    assert subs.CONFIRM_IN_TEXT.findall(f"{prefix}confirm {token}{suffix}") == [token]
+    assert subs.UNSUBSCRIBE_IN_TEXT.findall(f"{prefix}unsubscribe {token}{suffix}") == [token]
+    assert subs.UNSUBSCRIBE_IN_TEXT.findall(f"unsubscribe {token}x") == []  # never a prefix of a longer word

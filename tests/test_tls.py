@@ -36,9 +36,9 @@ from conftest import (
     free_port, import_example_topics, letter, make_config, rows, send, wait_for,
 )
 from mailer.config import ConfigError, load_config_file
-from mailer.delivery import TemporaryFailure
-from mailer.digest import Copy, DigestTransport
-from mailer.runner import BackgroundService
+from mailer.outbound.delivery import TemporaryFailure
+from mailer.newsletter.transport import Copy, DigestTransport
+from mailer.app.background import BackgroundService
 
 RELAY_USER = "column"
 RELAY_PASSWORD = "correct-horse-battery-staple"

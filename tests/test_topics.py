@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer import topics
+from mailer.topics import matching, stemmer
 from mailer.cli import main
-from mailer.db import open_database
+from mailer.store.db import open_database
 
 from conftest import REPO, rows
 
@@ -576,7 +577,7 @@ def test_the_stemmer_agrees_with_sqlites_porter_tokenizer():
     text = "\n".join(p.read_text(encoding="utf-8") for p in (
         CATALOG, EXAMPLES / "topic.md", REPO / "bench" / "data" / "relevance_letters.toml",
         REPO / "mailer" / "data" / "synonyms.toml"))
-    words = sorted(set(topics._tokens(text)) | {
+    words = sorted(set(matching._tokens(text)) | {
         "caresses", "ponies", "agreed", "hopping", "filing", "conditional", "digitizer",
         "vietnamization", "callousness", "sensibiliti", "electriciti", "adoption", "controll",
         "generalizations", "oscillators", "aing", "sss", "ies"})
@@ -586,8 +587,8 @@ def test_the_stemmer_agrees_with_sqlites_porter_tokenizer():
     conn.executemany("INSERT INTO t (rowid, a) VALUES (?, ?)", enumerate(words))
     sqlite_stems = dict(conn.execute("SELECT doc, term FROM v"))
 
-    disagree = [(w, sqlite_stems[i], topics._stem(w)) for i, w in enumerate(words)
-                if sqlite_stems[i] != topics._stem(w)]
+    disagree = [(w, sqlite_stems[i], stemmer._stem(w)) for i, w in enumerate(words)
+                if sqlite_stems[i] != stemmer._stem(w)]
 
     assert len(words) > 900
     assert disagree == []
@@ -601,7 +602,7 @@ def test_every_column_phrase_in_the_synonyms_file_finds_a_topic(catalog_db):
 
     orphans = [phrase for phrase in data["synonyms"]
                if not catalog_db.execute("SELECT count(*) FROM topics_fts WHERE topics_fts MATCH ?",
-                                         ['"' + " ".join(topics._tokens(phrase)) + '"']).fetchone()[0]]
+                                         ['"' + " ".join(matching._tokens(phrase)) + '"']).fetchone()[0]]
 
     assert orphans == []
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from .clock import Clock, system_clock
-from .config import Config
-from .service import Service
+from mailer.app.service import Service
+from mailer.clock import Clock, system_clock
+from mailer.config import Config
 
 
 class BackgroundService:

@@ -27,17 +27,18 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import archive, topics
-from .clock import system_clock
-from .config import Config, load_config_file
-from .db import open_database
-from .runner import BackgroundService
+from mailer import topics
+from mailer.app.background import BackgroundService
+from mailer.clock import system_clock
+from mailer.config import Config, load_config_file
+from mailer.store import archive
+from mailer.store.db import open_database
 
 #: The examples shipped beside the package (a source checkout or an editable install).
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 #: Where the digest lives (built beside the demo; the tour copes without it).
-DIGEST_MODULE = "mailer.digest"
+DIGEST_MODULE = "mailer.newsletter.digest"
 
 #: How long to wait for the pipeline to write the acknowledgement.
 ACK_TIMEOUT_SECONDS = 30.0
@@ -255,8 +256,8 @@ def _show_digest_preview(console: Console, db, config: Config) -> None:
     _step(console, 6, "The weekly digest, previewed")
     try:
         preview = importlib.import_module(DIGEST_MODULE).preview
-        from .subscribers import token_key
-        from .templating import template_environment
+        from mailer.newsletter.subscribers import token_key
+        from mailer.outbound.templating import template_environment
     except (ImportError, AttributeError):
         console.print("   digest preview: not available yet")
         return

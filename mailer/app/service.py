@@ -14,12 +14,20 @@ import signal
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .clock import Clock, system_clock
-from .config import Config, ConfigError
-from .dkim import load_signer
-from .listener import LetterHandler, start_listener
-from .tls import server_context
-from .writer import DatabaseWriter
+from mailer.clock import Clock, system_clock
+from mailer.config import Config, ConfigError
+from mailer.inbound import acknowledgements
+from mailer.inbound.handling import Handler, PipelineContext
+from mailer.inbound.listener import LetterHandler, start_listener
+from mailer.inbound.pipeline import Pipeline
+from mailer.newsletter import bounces, commands
+from mailer.newsletter.scheduler import DigestScheduler
+from mailer.outbound.delivery import make_transport
+from mailer.outbound.dkim import load_signer
+from mailer.outbound.outbox import OutboxWorker
+from mailer.outbound.templating import template_environment
+from mailer.store.writer import DatabaseWriter
+from mailer.tls import server_context
 
 log = logging.getLogger("mailer.service")
 
@@ -47,8 +55,8 @@ class Service:
         self.outbox = None  # set by build_components
         self.pipeline = None
         self.web = None
-        self.scheduler = None  # set by build_components (issue 4)
-        self.signer = None  # set by start (issue 7: DKIM)
+        self.scheduler = None  # set by build_components
+        self.signer = None  # set by start (DKIM)
         self._server: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
@@ -65,10 +73,10 @@ class Service:
 
     async def start(self) -> None:
         """Open the archive, start the workers, then open the SMTP port."""
-        # Issue 7: a bad certificate or key is a ConfigError naming smtp.tls_cert/
+        # A bad certificate or key is a ConfigError naming smtp.tls_cert/
         # smtp.tls_key, raised before anything starts (nothing to undo).
         tls_context = server_context(self.config.smtp)
-        # Issue 7: the DKIM key is read once, here; a missing or bad one is a
+        # The DKIM key is read once, here; a missing or bad one is a
         # ConfigError naming dkim.key_file, before anything starts.
         self.signer = load_signer(self.config, clock=self.clock)
         warn_about_public_url(self.config.web.public_url)
@@ -159,13 +167,18 @@ def warn_about_public_url(public_url: str) -> None:
                     extra={"event": "config_warning", "key": "web.public_url"})
 
 
+def message_handlers() -> dict[str, Handler]:
+    """The pipeline's handler for each kind of inbound message (by the address it came to)."""
+    return {
+        "letter": acknowledgements.handle_letter,
+        "subscribe": commands.handle_subscribe,
+        "unsubscribe": commands.handle_unsubscribe,
+        "bounce": bounces.handle_bounce,
+    }
+
+
 def build_components(service: Service) -> list[Component]:
     """The background parts of the service, in start order."""
-    from .delivery import make_transport
-    from .outbox import OutboxWorker
-    from .pipeline import Pipeline, PipelineContext
-    from .templating import template_environment
-
     config = service.config
     templates = template_environment(config.templates_override())
     outbox = OutboxWorker(
@@ -175,20 +188,18 @@ def build_components(service: Service) -> list[Component]:
     pipeline = Pipeline(
         service.writer,
         PipelineContext(config=config, templates=templates, clock=service.clock),
+        handlers=message_handlers(),
         on_processed=outbox.wake,
     )
     service.outbox = outbox
     service.pipeline = pipeline
     components: list[Component] = [outbox, pipeline]
-    # -- issue 4: the digest scheduler (schedules/*.toml) --
-    from .scheduler import DigestScheduler
-
+    # The weekly digest runs on the schedules in schedules/*.toml.
     service.scheduler = DigestScheduler(config, clock=service.clock, signer=service.signer)
     components.append(service.scheduler)
-    # -- end issue 4 --
     if config.web.enabled:
-        from .web import create_app
-        from .web.server import WebServer
+        from mailer.web import create_app
+        from mailer.web.server import WebServer
 
         service.web = WebServer(
             create_app(config, writer=service.writer, clock=service.clock, on_enqueued=outbox.wake,

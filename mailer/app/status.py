@@ -20,9 +20,11 @@ from pathlib import Path
 
 import sqlite_utils
 
-from . import archive, outbox, subscribers
-from .clock import Clock, iso
-from .config import Config
+from mailer.clock import Clock, iso
+from mailer.config import Config
+from mailer.newsletter import subscribers
+from mailer.outbound import outbox
+from mailer.store import archive
 
 #: How long a probe of the listener or web address may take.
 PROBE_TIMEOUT = 0.5
@@ -73,8 +75,12 @@ def database_size(path: Path) -> dict:
 
 def digest_facts(config: Config, db: sqlite_utils.Database, now: dt.datetime) -> dict:
     """The last digest (any state) and the next fire time of every schedule."""
-    from .digest import list_digests
-    from .scheduler import ScheduleError, load_schedules, next_fire_times
+    from mailer.newsletter.digest import list_digests
+    from mailer.newsletter.scheduler import (
+        ScheduleError,
+        load_schedules,
+        next_fire_times,
+    )
 
     last = list_digests(db, limit=1)
     facts: dict = {"last": None, "next": None, "schedules": [], "error": None}

@@ -12,9 +12,9 @@ import sys
 
 import click
 
-from .. import logs
-from ..config import ConfigError, LoggingConfig, load_config
-from .context import Context, pass_context
+from mailer import logs
+from mailer.cli.context import Context, pass_context
+from mailer.config import ConfigError, LoggingConfig, load_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,43 +50,24 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 @pass_context
 def serve(context: Context) -> None:
     """Run the SMTP listener and its workers until SIGTERM or Ctrl-C."""
-    from ..service import Service
+    from mailer.app.service import Service
 
     config = context.config
     try:
         asyncio.run(Service(config).run_until_signalled())
-    except ConfigError as exc:  # found at startup: TLS files, relay password, DKIM key (issue 7)
+    except ConfigError as exc:  # found at startup: TLS files, relay password, DKIM key
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # e.g. a folder for the archive or the Maildir that cannot be made
         raise click.ClickException(f"cannot start: {exc}") from None
 
 
 def _register() -> None:
-    from . import desk, outbox, threads
+    # Imported here, after ``main`` exists, because each module adds to it.
+    from mailer.cli import demo, desk, digest, dkim, outbox, status, subscribers, threads, topics
 
-    main.add_command(threads.threads)
-    main.add_command(outbox.outbox)
-    # -- issue 4: subscribers and the digest --
-    from . import digest, subscribers
-
-    main.add_command(subscribers.subscribers)
-    main.add_command(digest.digest)
-    # -- end issue 4 --
-    main.add_command(desk.forget)
-    main.add_command(desk.desk_group)
-    from . import topics
-
-    main.add_command(topics.topics)
-    from . import demo
-
-    main.add_command(demo.demo)
-    # -- issue 7: the operator's view --
-    from . import status
-
-    main.add_command(status.status)
-    from . import dkim
-
-    main.add_command(dkim.dkim)
+    for command in (threads.threads, outbox.outbox, subscribers.subscribers, digest.digest, desk.forget,
+                    desk.desk_group, topics.topics, demo.demo, status.status, dkim.dkim):
+        main.add_command(command)
 
 
 _register()

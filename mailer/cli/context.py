@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import sqlite_utils
 
-from ..config import Config, ConfigError, load_config
-from ..db import DatabaseMissing, StorageError, open_database, open_readonly
+from mailer.config import Config, ConfigError, load_config
+from mailer.store.db import DatabaseMissing, StorageError, open_database, open_readonly
 
 
 class Context:

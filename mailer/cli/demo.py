@@ -20,7 +20,7 @@ def demo(folder: Path | None) -> None:
     """
     from rich.console import Console
 
-    from ..demo import DemoError, run_demo
+    from mailer.app.demo import DemoError, run_demo
 
     try:
         run_demo(Console(highlight=False), folder=folder)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .. import desk
-from ..clock import system_clock
-from .context import Context, pass_context
-from .output import emit_json
+from mailer import desk
+from mailer.cli.context import Context, pass_context
+from mailer.cli.output import emit_json
+from mailer.clock import system_clock
 
 
 @click.command()

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import click
 
-from .. import digest as digests
-from ..clock import system_clock
-from ..config import ConfigError
-from ..subscribers import token_key
-from ..templating import template_environment
-from .context import Context, pass_context
-from .output import emit_table
+from mailer.cli.context import Context, pass_context
+from mailer.cli.output import emit_table
+from mailer.clock import system_clock
+from mailer.config import ConfigError
+from mailer.newsletter import digest as digests
+from mailer.newsletter import sending
+from mailer.newsletter.subscribers import token_key
+from mailer.outbound.templating import template_environment
 
 
 @click.group()
@@ -53,7 +54,13 @@ def send(context: Context, quiet: bool) -> None:
     Subscribers who already have this digest never get a second copy.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     config = context.config
     context.db  # migrate the archive before the run opens its own connections
@@ -76,10 +83,10 @@ def send(context: Context, quiet: bool) -> None:
 
     try:
         with progress:
-            summary = asyncio.run(digests.run_digest(
+            summary = asyncio.run(sending.run_digest(
                 config, clock=system_clock, key=token_key(config), progress=on_progress, on_start=on_start,
             ))
-    except (digests.DigestError, ConfigError) as exc:  # ConfigError: relay password or CA file (issue 7)
+    except (digests.DigestError, ConfigError) as exc:  # ConfigError: relay password or CA file
         raise click.ClickException(str(exc)) from None
     if summary.digest_id is None:
         click.echo(summary.reason)

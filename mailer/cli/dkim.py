@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from .. import dkim as dkim_keys
-from ..config import DNS_NAME, ConfigError
-from .context import Context, pass_context
+from mailer.cli.context import Context, pass_context
+from mailer.config import DNS_NAME, ConfigError
+from mailer.outbound import dkim as dkim_keys
 
 #: The selector when neither --selector nor [dkim] names one.
 DEFAULT_SELECTOR = "mailer"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .. import outbox as outbox_queue
-from ..clock import system_clock
-from .context import Context, pass_context
-from .output import emit_json, emit_table
+from mailer.cli.context import Context, pass_context
+from mailer.cli.output import emit_json, emit_table
+from mailer.clock import system_clock
+from mailer.outbound import outbox as outbox_queue
 
 
 @click.group()

@@ -6,10 +6,10 @@ import datetime as dt
 
 import click
 
-from .. import status as facts
-from ..clock import parse_iso, system_clock
-from .context import Context, pass_context
-from .output import emit_json
+from mailer.app import status as facts
+from mailer.cli.context import Context, pass_context
+from mailer.cli.output import emit_json
+from mailer.clock import parse_iso, system_clock
 
 
 @click.command()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from .. import subscribers as subs
-from ..clock import system_clock
-from ..templating import template_environment
-from .context import Context, pass_context
-from .output import emit_json, emit_table
+from mailer.cli.context import Context, pass_context
+from mailer.cli.output import emit_json, emit_table
+from mailer.clock import system_clock
+from mailer.newsletter import subscribers as subs
+from mailer.outbound.templating import template_environment
 
 
 @click.group()

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from .. import archive, desk
-from ..clock import system_clock
-from ..templating import template_environment
-from .context import Context, pass_context
-from .output import emit_json, emit_table
+from mailer import desk
+from mailer.cli.context import Context, pass_context
+from mailer.cli.output import emit_json, emit_table
+from mailer.clock import system_clock
+from mailer.outbound.templating import template_environment
+from mailer.store import archive
 
 
 @click.group()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from .. import topics as catalog
-from ..clock import system_clock
-from ..parsing import parse_message
-from .context import Context, pass_context
-from .output import emit_json, emit_table
+from mailer import topics as catalog
+from mailer.cli.context import Context, pass_context
+from mailer.cli.output import emit_json, emit_table
+from mailer.clock import system_clock
+from mailer.store.parsing import parse_message
 
 
 @click.group()
@@ -108,8 +108,7 @@ def match(context: Context, eml: str, limit: int | None, as_json: bool) -> None:
                       ("title", "TITLE")])
 
 
-# -- issue 5: a topic drafted from a letter (the command lives with the desk's) --
-from .desk import topic_draft as _topic_draft  # noqa: E402
+# -- a topic drafted from a letter (the command lives with the desk's) --
+from mailer.cli.desk import topic_draft as _topic_draft  # noqa: E402
 
 topics.add_command(_topic_draft, "draft")
-# -- end issue 5 --

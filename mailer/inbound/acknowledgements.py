@@ -19,26 +19,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
 
 import sqlite_utils
 
-from . import crisis, topics
-from .clock import iso
-from .compose import (
-    AUTO_REPLY_HEADERS, AddressError, Outgoing, answering, build_message, make_address, render, reply_subject,
+from mailer import topics
+from mailer.clock import iso
+from mailer.inbound.handling import PipelineContext
+from mailer.outbound.compose import (
+    AUTO_REPLY_HEADERS,
+    AddressError,
+    Outgoing,
+    answering,
+    build_message,
+    make_address,
+    render,
+    reply_subject,
 )
-from .outbox import enqueue
-from .policy import Letter, reason_not_to_answer
-
-if TYPE_CHECKING:
-    from .pipeline import PipelineContext
+from mailer.outbound.outbox import enqueue
+from mailer.rules import crisis
+from mailer.rules.autoreply import Letter, reason_not_to_answer
 
 #: A letter in crisis may bypass the weekly limit, but not more than this often.
 CRISIS_REPEAT = dt.timedelta(days=1)
 
 
-def handle_letter(db: sqlite_utils.Database, row: dict, ctx: "PipelineContext") -> str:
+def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) -> str:
     """Flag, decide and (maybe) queue the acknowledgement of one archived letter."""
     config = ctx.config
     assessment = crisis.assess(row["subject"] or "", row["body_text"] or "")

@@ -26,12 +26,13 @@ import ssl
 import weakref
 from typing import Callable
 
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session, syntax
+from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from .archive import Envelope, Stored, store_inbound
-from .clock import Clock
-from .config import Config
-from .writer import DatabaseWriter
+from mailer.clock import Clock
+from mailer.config import Config
+from mailer.store.archive import Envelope, Stored, store_inbound
+from mailer.store.writer import DatabaseWriter
 
 log = logging.getLogger("mailer.listener")
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Callable
 
-import jinja2
 import sqlite_utils
 
-from . import acknowledgements, crisis
-from .clock import Clock, iso
-from .config import Config
-from .writer import DatabaseWriter
+from mailer.clock import iso
+from mailer.inbound.handling import Handler, PipelineContext
+from mailer.rules import crisis
+from mailer.store.writer import DatabaseWriter
 
 log = logging.getLogger("mailer.pipeline")
 
@@ -34,31 +32,6 @@ RETRY_SECONDS = 30.0
 #: time held incoming letters back half a second). Under a burst the
 #: acknowledgements fall behind and catch up afterwards (docs/performance.md).
 PER_TRANSACTION = 1
-
-Handler = Callable[[sqlite_utils.Database, dict, "PipelineContext"], str]
-
-
-@dataclass
-class PipelineContext:
-    """What handlers need besides the database: config, templates and the clock."""
-
-    config: Config
-    templates: jinja2.Environment
-    clock: Clock
-
-
-def default_handlers() -> dict[str, Handler]:
-    """The handler for each kind of inbound message (by the address it came to)."""
-    handlers: dict[str, Handler] = {"letter": acknowledgements.handle_letter}
-    # -- issue 4: subscribers and bounces --
-    from . import bounces, subscribers
-
-    handlers["subscribe"] = subscribers.handle_subscribe
-    handlers["unsubscribe"] = subscribers.handle_unsubscribe
-    handlers["bounce"] = bounces.handle_bounce
-    # -- end issue 4 --
-    return handlers
-
 
 def process_pending(
     db: sqlite_utils.Database, handlers: dict[str, Handler], ctx: PipelineContext, limit: int = 50
@@ -86,19 +59,24 @@ def process_pending(
 
 
 class Pipeline:
-    """Service component: runs ``process_pending`` whenever letters arrive (and at start)."""
+    """Service component: runs ``process_pending`` whenever letters arrive (and at start).
+
+    ``handlers`` maps a message's kind (the address it came to) to the
+    function that handles it; the service registers them, so the pipeline
+    knows nothing of the newsletter or any other stage above it.
+    """
 
     def __init__(
         self,
         writer: DatabaseWriter,
         ctx: PipelineContext,
         *,
-        handlers: dict[str, Handler] | None = None,
+        handlers: dict[str, Handler],
         on_processed: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
         self.ctx = ctx
-        self.handlers = handlers if handlers is not None else default_handlers()
+        self.handlers = handlers
         self.on_processed = on_processed
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None

@@ -20,16 +20,17 @@ import email.parser
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
-from typing import TYPE_CHECKING
 
 import sqlite_utils
 
-from .archive import raw_bytes
-from .clock import Clock, iso
-from .subscribers import InvalidAddress, get_subscriber, normalize_email
-
-if TYPE_CHECKING:
-    from .pipeline import PipelineContext
+from mailer.clock import Clock, iso
+from mailer.inbound.handling import PipelineContext
+from mailer.newsletter.subscribers import (
+    InvalidAddress,
+    get_subscriber,
+    normalize_email,
+)
+from mailer.store.archive import raw_bytes
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def record_hard_bounce(
     return f"{subscriber['email']}: hard bounce {count}/{limit} ({status.status})"
 
 
-def handle_bounce(db: sqlite_utils.Database, row: dict, ctx: "PipelineContext") -> str:
+def handle_bounce(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) -> str:
     """A message at the bounces address: count hard bounces of subscribers."""
     # Bounce threads need nobody's attention.
     db.execute("UPDATE threads SET status = 'archived' WHERE id = ? AND status = 'new'", [row["thread_id"]])

@@ -36,8 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from .clock import Clock, iso
-from .config import Config
+from mailer.clock import Clock, iso
+from mailer.config import Config
 
 log = logging.getLogger("mailer.scheduler")
 
@@ -163,7 +163,7 @@ class DigestScheduler:
     def __init__(self, config: Config, *, clock: Clock, signer=None) -> None:
         self.config = config
         self.clock = clock
-        self.signer = signer  # the service's DKIM signer (issue 7), loaded once at startup
+        self.signer = signer  # the service's DKIM signer, loaded once at startup
         self.schedules: list[Schedule] = []
         self.scheduler: AsyncIOScheduler | None = None
         self._lock = asyncio.Lock()
@@ -216,8 +216,9 @@ class DigestScheduler:
         self._spawn(self._run(period_key(schedule, fire)))
 
     async def _run(self, period: str | None, *, compose: bool = True) -> None:
-        from .digest import DigestError, run_digest
-        from .subscribers import token_key
+        from mailer.newsletter.digest import DigestError
+        from mailer.newsletter.sending import run_digest
+        from mailer.newsletter.subscribers import token_key
 
         async with self._lock:  # one digest run at a time
             try:

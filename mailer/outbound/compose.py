@@ -10,20 +10,20 @@ therefore stays a display name.
 from __future__ import annotations
 
 import email.header
-import json
 import email.utils
+import json
 import re
-from types import MappingProxyType
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
+from types import MappingProxyType
 from typing import Mapping
 
 import jinja2
 
-from .clock import Clock
-from .parsing import CachedHeaderRegistry
+from mailer.clock import Clock
+from mailer.store.parsing import CachedHeaderRegistry
 
 #: Our own loop marker: a message carrying it (with our domain) is never answered.
 LOOP_HEADER = "X-Mailer-Loop"

@@ -23,8 +23,8 @@ from typing import Iterable, Protocol
 
 import aiosmtplib
 
-from .config import ConfigError, DeliveryConfig
-from .tls import relay_context
+from mailer.config import ConfigError, DeliveryConfig
+from mailer.tls import relay_context
 
 
 class DeliveryFailure(Exception):

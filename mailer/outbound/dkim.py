@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
-from .clock import Clock, system_clock
-from .config import Config, ConfigError, DkimConfig
+from mailer.clock import Clock, system_clock
+from mailer.config import Config, ConfigError, DkimConfig
 
 log = logging.getLogger("mailer.dkim")
 

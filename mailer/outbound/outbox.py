@@ -7,7 +7,7 @@ retries temporary failures with exponential backoff, and records the relay's
 answer. A row is marked sent in the same breath as the relay's 250, so a
 restart resends only what was never accepted. With ``[dkim]`` the worker
 signs each message just before its first delivery and archives the signed
-bytes first (issue 7, docs/dkim.md).
+bytes first (docs/dkim.md).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from email.message import EmailMessage
 
 import sqlite_utils
 
-from .archive import Stored, add_signature, store_outbound
-from .clock import Clock, iso, parse_iso
-from .config import DeliveryConfig
-from .delivery import PermanentFailure, TemporaryFailure, Transport
-from .dkim import Signer, is_signed
-from .parsing import parse_own
-from .writer import DatabaseWriter
+from mailer.clock import Clock, iso, parse_iso
+from mailer.config import DeliveryConfig
+from mailer.outbound.delivery import PermanentFailure, TemporaryFailure, Transport
+from mailer.outbound.dkim import Signer, is_signed
+from mailer.store.archive import Stored, add_signature, store_outbound
+from mailer.store.parsing import parse_own
+from mailer.store.writer import DatabaseWriter
 
 log = logging.getLogger("mailer.outbox")
 
@@ -186,7 +186,7 @@ class OutboxWorker:
         self.writer = writer
         self.transport = transport
         self.clock = clock
-        #: DKIM signer from [dkim] (issue 7); None sends messages as they were queued.
+        #: DKIM signer from [dkim]; None sends messages as they were queued.
         self.signer = signer
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
@@ -265,7 +265,7 @@ class OutboxWorker:
                 await asyncio.sleep(wait)  # pacing outgoing mail, not waiting for work
 
     async def _signed(self, row: dict) -> bytes:
-        """The row's bytes, DKIM-signed (issue 7), archived as signed before they go anywhere.
+        """The row's bytes, DKIM-signed, archived as signed before they go anywhere.
 
         Every message the outbox delivers passes here, however it was queued
         (pipeline, desk, a command, or before [dkim] was configured), so none

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def template_environment(override_dir: Path | None = None) -> jinja2.Environment:

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .compose import LOOP_HEADER
+from mailer.outbound.compose import LOOP_HEADER
 
 #: Local parts that belong to machines, not people (compared casefolded).
 _ROBOT_LOCAL_PARTS = re.compile(

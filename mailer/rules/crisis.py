@@ -37,7 +37,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from .prefilter import PatternIndex, words_of
+from mailer.rules.crisis_index import PatternIndex, words_of
 
 __all__ = ["CrisisAssessment", "assess", "warm_up", "CATEGORIES"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from .clock import Clock, iso
-from .parsing import ParsedMessage, parse_message
+from mailer.clock import Clock, iso
+from mailer.store.parsing import ParsedMessage, parse_message
 
 #: Kinds of message the archive knows. Inbound: what arrived at which address.
 INBOUND_KINDS = ("letter", "subscribe", "unsubscribe", "bounce", "postmaster")

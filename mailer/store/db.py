@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from pathlib import Path
+
 import sqlite_utils
 
-from . import migrations
+from mailer.store import migrations
 
 BUSY_TIMEOUT_MS = 10_000
 

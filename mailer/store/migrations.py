@@ -204,7 +204,7 @@ def _topics(db: sqlite_utils.Database) -> None:
     )
 
 
-# -- issue 4: subscribers and the weekly digest ---------------------------------------
+# -- subscribers and the weekly digest ---------------------------------------
 @migration(4, "subscribers, confirmation tokens, bounces, digests and their send log")
 def _subscribers_and_digests(db: sqlite_utils.Database) -> None:
     db.executescript(
@@ -291,7 +291,7 @@ def _subscribers_and_digests(db: sqlite_utils.Database) -> None:
 
 
 
-# -- issue 6: one inbox query, fast on a big archive -----------------------------------
+# -- one inbox query, fast on a big archive -----------------------------------
 @migration(5, "threads: has_letter flag, indexes for the desk's inbox order, a tally per status")
 def _threads_has_letter(db: sqlite_utils.Database) -> None:
     # The desk lists the threads a reader wrote in. Asking the messages table

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import sqlite_utils
 
-from .db import StorageError, open_database
+from mailer.store.db import StorageError, open_database
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Callable
 
 from starlette.applications import Starlette
 
-from ..clock import Clock
-from ..config import Config
-from ..templating import template_environment
-from ..writer import DatabaseWriter
+from mailer.clock import Clock
+from mailer.config import Config
+from mailer.outbound.templating import template_environment
+from mailer.store.writer import DatabaseWriter
 
 
 def create_app(
@@ -34,11 +34,11 @@ def create_app(
     ``listening`` tells ``/healthz`` whether the SMTP listener is serving;
     without it (an app built outside ``mailer serve``) the check fails.
     """
-    from . import desk, health, public
+    from mailer.web import desk, guard, health, public
 
     app = Starlette(
         routes=public.routes() + health.routes() + desk.routes(),
-        middleware=desk.middleware(config, environ=environ),
+        middleware=guard.middleware(config, environ=environ),
     )
     app.state.config = config
     app.state.writer = writer

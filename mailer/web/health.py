@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..db import StorageError, ping
+from mailer.store.db import StorageError, ping
 
-#: The path, exempt from the desk's login (see ``desk.PUBLIC_PREFIXES``).
+#: The path, exempt from the desk's login (see ``guard.PUBLIC_PREFIXES``).
 PATH = "/healthz"
 #: How long the database may take to answer before the check fails.
 DATABASE_TIMEOUT = 2.0

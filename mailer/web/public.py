@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from .. import subscribers
-from ..db import open_database
+from mailer.newsletter import subscribers
+from mailer.store.db import open_database
 
 #: Path prefixes the desk must leave open (no login, no CSRF).
 PUBLIC_PREFIXES = ("/subscribe/", "/unsubscribe/")

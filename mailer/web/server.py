@@ -8,7 +8,7 @@ import logging
 
 import uvicorn
 
-from ..config import ConfigError
+from mailer.config import ConfigError
 
 log = logging.getLogger("mailer.web")
 

@@ -1,0 +1,1 @@
+"""The newsletter: subscribers, mail commands, bounces, and the weekly digest."""

@@ -1,0 +1,1 @@
+"""Send: composing messages from templates, the outbox, delivery, and DKIM signing."""
