@@ -10,6 +10,7 @@ them is a columnist at a terminal, not a developer with a debugger.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -38,6 +39,13 @@ class SmtpConfig:
     max_recipients: int = 20
     idle_timeout: float = 120.0
     max_connections: int = 200
+    # -- what one client and one letter may cost (see docs/architecture.md) --
+    max_connections_per_client: int = 20
+    min_data_rate: float = 500.0
+    max_line_bytes: int = 1024 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_header_block_bytes: int = 256 * 1024
+    max_header_fields: int = 1000
     # -- STARTTLS; empty = no STARTTLS (see docs/tls.md) --
     tls_cert: str = ""
     tls_key: str = ""
@@ -327,6 +335,8 @@ def _coerce(key: str, expected, value):
     if expected is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # TOML allows inf and nan; no setting here means them
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if expected is str:
         if not isinstance(value, str):
@@ -394,6 +404,41 @@ def _validate(config: Config) -> None:
         )
     _validate_tls(config)
     _validate_dkim(config)
+    _validate_limits(config)
+
+
+#: Numbers below which the service starts but cannot work (refuses all mail,
+#: times every session out at once, or crashes on first use): key -> least value.
+_AT_LEAST = {
+    "smtp.max_recipients": 1, "smtp.max_connections": 1, "smtp.max_connections_per_client": 1,
+    "smtp.max_line_bytes": 1001, "smtp.max_header_bytes": 1000, "smtp.max_header_block_bytes": 1000,
+    "smtp.max_header_fields": 10, "delivery.max_attempts": 1, "delivery.concurrency": 1,
+    "delivery.retry_base_seconds": 0, "delivery.retry_max_seconds": 0, "delivery.rate_limit": 0,
+    "acknowledgements.topics_per_letter": 0,
+}
+#: Durations and rates that must be more than zero.
+_MORE_THAN_ZERO = ("smtp.idle_timeout", "smtp.min_data_rate", "web.session_hours", "delivery.timeout")
+
+
+def _validate_limits(config: Config) -> None:
+    """Limits and durations that would break the service; the SMTP domain as a host name."""
+    def value(key: str):
+        section, name = key.split(".")
+        return getattr(getattr(config, section), name)
+
+    for key, least in _AT_LEAST.items():
+        if value(key) < least:
+            raise ConfigError(f"{key}: must be {least} or more, got {value(key)!r}")
+    for key in _MORE_THAN_ZERO:
+        if value(key) <= 0:
+            raise ConfigError(f"{key}: must be more than 0, got {value(key)!r}")
+    if config.smtp.max_header_bytes > config.smtp.max_header_block_bytes:
+        raise ConfigError("smtp.max_header_bytes: must not be more than smtp.max_header_block_bytes")
+    # The domain goes into the greeting, EHLO and postmaster@: a CR or LF there
+    # would let the config write SMTP lines of its own.
+    if not DNS_NAME.fullmatch(config.smtp.domain) or len(config.smtp.domain) > 253:
+        raise ConfigError(f"smtp.domain: {config.smtp.domain!r} is not a domain name (letters, digits, "
+                          "hyphens and dots)")
 
 
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

@@ -13,11 +13,11 @@ import sys
 import click
 
 from mailer import logs
-from mailer.cli.context import Context, pass_context
+from mailer.cli.context import ArchiveGroup, Context, pass_context
 from mailer.config import ConfigError, LoggingConfig, load_config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ArchiveGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=None,
     help="Config file (default: $MAILER_CONFIG, else ./config.toml, else built-in defaults).",

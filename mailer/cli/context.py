@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 from pathlib import Path
 
 import click
 import sqlite_utils
 
 from mailer.config import Config, ConfigError, load_config
-from mailer.store.db import DatabaseMissing, StorageError, open_database, open_readonly
+from mailer.store.db import BUSY_TIMEOUT_MS, DatabaseMissing, StorageError, open_database, open_readonly
 
 
 class Context:
@@ -63,6 +64,29 @@ class Context:
                 raise click.ClickException(f"{exc} (storage.database)") from None
             click.get_current_context().call_on_close(self._readonly_db.close)
         return self._readonly_db
+
+
+class ArchiveGroup(click.Group):
+    """A command group that reports a busy or unusable archive in one line, not a traceback.
+
+    While ``mailer serve`` holds the write lock (a long batch, a stuck disk),
+    a command waits the busy timeout and then SQLite says "database is
+    locked"; the columnist needs to know what happened and what to do.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise click.ClickException(
+                "the archive is busy: another process (usually `mailer serve`) has held its write lock "
+                f"for more than {BUSY_TIMEOUT_MS // 1000} s, so this command could not finish (a change is "
+                "written whole or not at all); try again in a moment, and if it keeps happening check /healthz"
+            ) from None
+        except StorageError as exc:
+            raise click.ClickException(f"{exc} (storage.database)") from None
 
 
 def pass_context(fn):

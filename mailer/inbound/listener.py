@@ -3,15 +3,30 @@
 Built on aiosmtpd with ``decode_data=False``: the bytes a reader's server sent
 are the bytes we archive. The rules, in the order a session meets them:
 
-* more than ``smtp.max_connections`` open sessions: 421, try later;
+* more than ``smtp.max_connections`` open sessions, or more than
+  ``smtp.max_connections_per_client`` from one address: 421 4.7.0, try later;
+* DATA slower than ``smtp.min_data_rate`` on average (after the first
+  ``smtp.idle_timeout`` seconds): 421 4.4.2 and the session ends, so a client
+  trickling bytes cannot hold a slot for ever;
 * MAIL FROM with a declared SIZE over the limit: 552 5.3.4;
 * RCPT TO for anything but the four configured addresses, or with a source
   route (``<@relay:letters@...>``): 550 5.1.1 (never a relay, whatever the
   domain); more than ``smtp.max_recipients``: 452;
 * DATA over ``smtp.max_message_bytes``: 552 5.3.4, decided while the data
   streams in (aiosmtpd stops buffering at the limit and drains the rest);
-* DATA within the limit: stored and committed, then 250; if storing fails,
-  451 so the sender keeps the letter and retries.
+* a line longer than ``smtp.max_line_bytes``: 500 (lines over RFC 5321's
+  1,000 are taken up to that, and kept as they came);
+* a header block over ``smtp.max_header_bytes`` per field,
+  ``smtp.max_header_block_bytes`` in all or ``smtp.max_header_fields``
+  fields: 552 5.3.4 naming the limit, before anything reads it
+  (``inbound/limits.py``);
+* DATA within the limits: read (on a worker thread, never under the archive's
+  write lock), stored and committed, then 250; if storing fails, 451 so the
+  sender keeps the letter and retries.
+
+A message to several column addresses is stored once, as a letter when
+``letters@`` is among them (a letter must reach the inbox), else as the
+first one's kind.
 
 With ``smtp.tls_cert``/``smtp.tls_key`` set, EHLO offers STARTTLS (TLS 1.2 or
 later); with ``smtp.require_starttls`` too, MAIL before STARTTLS gets 530.
@@ -21,6 +36,7 @@ AUTH is never offered: this is an MX, not a submission server.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import weakref
@@ -31,7 +47,9 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mailer.clock import Clock
 from mailer.config import Config
+from mailer.inbound.limits import header_refusal
 from mailer.store.archive import Envelope, Stored, store_inbound
+from mailer.store.parsing import ParsedMessage, parse_message
 from mailer.store.writer import DatabaseWriter
 
 log = logging.getLogger("mailer.listener")
@@ -78,11 +96,22 @@ COMMAND_LIMITS = {
 
 
 class ColumnSMTP(SMTP):
-    """aiosmtpd's SMTP with enhanced status codes on size refusals and a connection cap."""
+    """aiosmtpd's SMTP with enhanced status codes on size refusals, connection caps and a DATA deadline."""
 
-    def __init__(self, handler: "LetterHandler", **kwargs) -> None:
+    def __init__(self, handler: "LetterHandler", *, line_length_limit: int, min_data_rate: float,
+                 **kwargs) -> None:
+        # Read by aiosmtpd's __init__ (the stream's limit) and by its DATA loop.
+        self.line_length_limit = line_length_limit
         super().__init__(handler, **kwargs)
         self._letter_handler = handler
+        self._min_data_rate = min_data_rate
+        #: loop.time() when DATA began and the bytes received since; None outside DATA.
+        self._data_started: float | None = None
+        self._data_bytes = 0
+        #: Whether the session was turned away at connect (it never started).
+        self._refused = False
+        #: The client's address (without port), set when the session is admitted.
+        self.client = ""
         #: Whether the RCPT being handled named a source route (<@relay:user@domain>).
         self.rcpt_source_routed = False
 
@@ -92,25 +121,56 @@ class ColumnSMTP(SMTP):
             # already admitted, so it must not count against the cap twice.
             super().connection_made(transport)
             return
-        if not self._letter_handler.admit(self):
-            transport.write(b"421 4.7.0 Too many connections, please try again later\r\n")
+        refusal = self._letter_handler.admit(self, _peer_host(transport.get_extra_info("peername")))
+        if refusal is not None:
+            self._refused = True
+            transport.write(refusal.encode("ascii") + b"\r\n")
             transport.close()
-            log.warning("refused connection: too many open sessions")
+            log.warning("refused connection: %s", refusal[10:])
             return
         super().connection_made(transport)
+
+    async def smtp_DATA(self, arg) -> None:
+        self._data_started, self._data_bytes = self.loop.time(), 0
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._data_started = None
 
     def data_received(self, data: bytes) -> None:
         # aiosmtpd restarts its idle timer only when a whole command arrives,
         # so a sender still streaming a long DATA would be cut off mid-letter.
-        # RFC 5321 4.5.3.2 times each chunk, not the whole transfer: any bytes
-        # count as activity. (The connection cap bounds what slow clients hold.)
-        if self._timeout_handle is not None:
-            self._reset_timeout()
+        # RFC 5321 4.5.3.2 times each chunk: bytes count as activity, but only
+        # while they keep up smtp.min_data_rate on average (Postfix's
+        # smtpd_min_data_rate), or one byte a second would hold a session for ever.
+        if self._data_started is not None and self._timeout_handle is not None:
+            self._data_bytes += len(data)
+            deadline = self._data_started + self._timeout_duration + self._data_bytes / self._min_data_rate
+            self._reset_timeout(max(0.001, min(self._timeout_duration, deadline - self.loop.time())))
         super().data_received(data)
 
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            # aiosmtpd hangs up without a word; a sending server logs this line.
+            self.transport.write(b"421 4.4.2 Timeout exceeded (see smtp.idle_timeout and smtp.min_data_rate)\r\n")
+        super()._timeout_cb()
+
     def connection_lost(self, exc) -> None:
+        if self._refused or self._handler_coroutine is None:
+            # Turned away in connection_made (aiosmtpd never started the
+            # session, and its connection_lost would fail an assertion), or
+            # already lost (aiosmtpd calls this itself when TLS setup fails).
+            return
         self._letter_handler.release(self)
         super().connection_lost(exc)
+        # The cancelled session task keeps its CancelledError, whose traceback
+        # holds the DATA loop's frame (the letter read so far) and this
+        # protocol: a reference cycle that only a full garbage collection
+        # frees. Forget the task once it has finished, and the buffer, so an
+        # abandoned session's memory goes back at once.
+        self._handler_coroutine = None
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        self.envelope = None
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg) -> None:
@@ -169,21 +229,31 @@ class LetterHandler:
             f"postmaster@{config.smtp.domain}".casefold(): "postmaster",
         }
         self.sessions: weakref.WeakSet = weakref.WeakSet()
+        #: Open sessions per client address, for smtp.max_connections_per_client.
+        self.per_client: collections.Counter = collections.Counter()
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     # -- connection bookkeeping -------------------------------------------------
-    def admit(self, protocol: ColumnSMTP) -> bool:
-        """Whether a new session may start (the connection cap)."""
+    def admit(self, protocol: ColumnSMTP, client: str) -> str | None:
+        """None when a new session from ``client`` may start, else the 421 that turns it away."""
         if len(self.sessions) >= self.config.smtp.max_connections:
-            return False
+            return "421 4.7.0 Too many connections, please try again later"
+        if self.per_client[client] >= self.config.smtp.max_connections_per_client:
+            return "421 4.7.0 Too many connections from your address, please try again later"
         self.sessions.add(protocol)
-        return True
+        self.per_client[client] += 1
+        protocol.client = client
+        return None
 
     def release(self, protocol: ColumnSMTP) -> None:
         """Forget a closed session."""
-        self.sessions.discard(protocol)
+        if protocol in self.sessions:
+            self.sessions.discard(protocol)
+            self.per_client[protocol.client] -= 1
+            if self.per_client[protocol.client] <= 0:
+                del self.per_client[protocol.client]
 
     # -- SMTP hooks ---------------------------------------------------------------
     async def handle_EHLO(self, server, session: Session, envelope: SmtpEnvelope, hostname: str, responses):
@@ -213,6 +283,10 @@ class LetterHandler:
     async def handle_DATA(self, server, session: Session, envelope: SmtpEnvelope):
         """Archive the message and commit it, and only then answer 250."""
         raw = bytes(envelope.original_content or b"")
+        refusal = header_refusal(raw, self.config.smtp)
+        if refusal is not None:
+            log.info("refused message: %s peer=%s size=%d", refusal[10:], _peer(session.peer), len(raw))
+            return refusal
         smtp_envelope = Envelope(
             # The null reverse path is kept as "" (aiosmtpd spells it "<>").
             mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
@@ -220,11 +294,16 @@ class LetterHandler:
             peer=_peer(session.peer),
             tls=_tls_version(session),
         )
-        kind = self.kinds[envelope.rcpt_tos[0].casefold()]
+        kinds = [self.kinds[rcpt.casefold()] for rcpt in envelope.rcpt_tos]
+        kind = "letter" if "letter" in kinds else kinds[0]
         self._enter()
         try:
+            # Read here, on a worker thread: the writer's transaction holds the
+            # archive's write lock, and only writes (a slow letter to read must
+            # not hold up every other letter's 250, nor the CLI's writes).
+            parsed = await asyncio.get_running_loop().run_in_executor(None, parse_message, raw)
             stored: Stored = await self.writer.run(
-                _store_inbound, raw, smtp_envelope, kind, self.clock
+                _store_inbound, raw, smtp_envelope, kind, self.clock, parsed
             )
         except Exception as exc:  # noqa: BLE001 - any failure to store means "try later"
             log.error(
@@ -282,9 +361,9 @@ class LetterHandler:
                 transport.close()
 
 
-def _store_inbound(db, raw, envelope, kind, clock) -> Stored:
+def _store_inbound(db, raw, envelope, kind, clock, parsed: ParsedMessage) -> Stored:
     # Runs on the writer thread, inside its batch transaction.
-    return store_inbound(db, raw, envelope, kind=kind, clock=clock)
+    return store_inbound(db, raw, envelope, kind=kind, clock=clock, parsed=parsed)
 
 
 def _tls_version(session: Session) -> str:
@@ -294,6 +373,13 @@ def _tls_version(session: Session) -> str:
         return ""
     ssl_object = info.get("ssl_object")
     return (ssl_object.version() if ssl_object is not None else None) or "TLS"
+
+
+def _peer_host(peer) -> str:
+    """The client's address without its port: what the per-client cap counts."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer or "")
 
 
 def _peer(peer) -> str:
@@ -321,6 +407,8 @@ async def start_listener(
     def factory() -> ColumnSMTP:
         return ColumnSMTP(
             handler,
+            line_length_limit=config.smtp.max_line_bytes,
+            min_data_rate=config.smtp.min_data_rate,
             data_size_limit=config.smtp.max_message_bytes,
             enable_SMTPUTF8=True,
             decode_data=False,

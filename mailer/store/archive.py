@@ -84,14 +84,18 @@ def store_inbound(
     *,
     kind: str,
     clock: Clock,
+    parsed: ParsedMessage | None = None,
 ) -> Stored:
     """Archive a message that arrived over SMTP, exactly as received.
 
     A retry of a message we already hold (same Message-ID, same bytes) is not
     stored twice: the existing row is returned with ``duplicate=True``.
+    ``parsed``: ``parse_message(raw)`` when the caller read it already (the
+    listener does, before the write transaction); otherwise it is read here.
     """
     sha = hashlib.sha256(raw).hexdigest()
-    parsed = parse_message(raw)
+    if parsed is None:
+        parsed = parse_message(raw)
     if parsed.message_id:
         existing = db.execute(
             "SELECT id, thread_id FROM messages WHERE raw_sha256 = ? AND message_id = ? "

@@ -16,6 +16,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +38,16 @@ class DatabaseWriter:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._db: sqlite_utils.Database | None = None
+        #: time.monotonic() when the batch being written began; None between batches.
+        self._batch_started: float | None = None
+
+    def busy_seconds(self) -> float:
+        """How long the batch being written has held the write lock so far (0 when idle).
+
+        For ``/healthz``: a writer stuck in one batch holds every letter's 250.
+        """
+        started = self._batch_started
+        return 0.0 if started is None else max(0.0, time.monotonic() - started)
 
     def start(self) -> None:
         """Open the database (migrating it) and start the writer thread."""
@@ -80,7 +91,11 @@ class DatabaseWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            self._run_batch(batch)
+            self._batch_started = time.monotonic()
+            try:
+                self._run_batch(batch)
+            finally:
+                self._batch_started = None
             if stopping:
                 break
         self._close()

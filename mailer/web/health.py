@@ -1,8 +1,8 @@
 """``GET /healthz``: may a load balancer or monitor send traffic here?
 
 Public (no login, no session, no CSRF) and private-free: the answer is only
-``{"status": "ok" | "unhealthy", "checks": {"database": ..., "listener": ...}}``,
-never a path, an error text or a count. 200 when both checks pass, 503
+``{"status": "ok" | "unhealthy", "checks": {"database": ..., "listener": ..., "writer": ...}}``,
+never a path, an error text or a count. 200 when every check passes, 503
 (naming the failed check) otherwise:
 
 * ``database``: a read on a fresh connection answered (``"ok"``), or did not
@@ -10,7 +10,10 @@ never a path, an error text or a count. 200 when both checks pass, 503
   past the timeout;
 * ``listener``: the service's SMTP listener is serving (``"ok"``) or not
   (``"not serving"``: still starting, or shutting down, since the listener is
-  the first thing a stopping service closes).
+  the first thing a stopping service closes);
+* ``writer``: the archive's one writer is idle or busy for less than
+  WRITER_STUCK_SECONDS (``"ok"``), or has been inside one batch longer
+  (``"stuck"``): letters then wait for their 250 and CLI writes for the lock.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from mailer.store.db import StorageError, ping
 PATH = "/healthz"
 #: How long the database may take to answer before the check fails.
 DATABASE_TIMEOUT = 2.0
+#: How long one write batch may hold the archive before the writer counts as stuck.
+WRITER_STUCK_SECONDS = 5.0
 
 _HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 
@@ -47,11 +52,12 @@ async def database_check(path) -> str:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """200 when the database answers and the listener is serving; 503 naming what is not."""
+    """200 when the database answers, the listener serves and the writer moves; 503 naming what does not."""
     state = request.app.state
     checks = {
         "database": await database_check(state.config.storage.database),
         "listener": "ok" if state.listening() else "not serving",
+        "writer": "ok" if state.writer.busy_seconds() < WRITER_STUCK_SECONDS else "stuck",
     }
     healthy = all(value == "ok" for value in checks.values())
     return JSONResponse(
