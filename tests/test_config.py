@@ -39,6 +39,25 @@ BAD_FILES = [
     ("address-with-space", '[addresses]\nbounces = "bounces @column.example"\n', ["addresses.bounces"]),
     ("addresses-not-distinct", '[addresses]\nsubscribe = "Letters@column.example"\n', ["must differ"]),
     ("empty-path", '[storage]\ndatabase = ""\n', ["storage.database", "expected a path"]),
+    # Values that load but leave a service that crashes or refuses all mail.
+    ("session-hours-inf", "[web]\nsession_hours = inf\n", ["web.session_hours", "finite"]),
+    ("session-hours-nan", "[web]\nsession_hours = nan\n", ["web.session_hours", "finite"]),
+    ("session-hours-zero", "[web]\nsession_hours = 0\n", ["web.session_hours", "more than 0"]),
+    ("idle-timeout-zero", "[smtp]\nidle_timeout = 0\n", ["smtp.idle_timeout", "more than 0"]),
+    ("idle-timeout-negative", "[smtp]\nidle_timeout = -5\n", ["smtp.idle_timeout", "more than 0"]),
+    ("idle-timeout-inf", "[smtp]\nidle_timeout = inf\n", ["smtp.idle_timeout", "finite"]),
+    ("max-recipients-zero", "[smtp]\nmax_recipients = 0\n", ["smtp.max_recipients", "1 or more"]),
+    ("max-recipients-negative", "[smtp]\nmax_recipients = -1\n", ["smtp.max_recipients", "1 or more"]),
+    ("max-connections-zero", "[smtp]\nmax_connections = 0\n", ["smtp.max_connections", "1 or more"]),
+    ("per-client-zero", "[smtp]\nmax_connections_per_client = 0\n", ["smtp.max_connections_per_client"]),
+    ("min-data-rate-zero", "[smtp]\nmin_data_rate = 0\n", ["smtp.min_data_rate", "more than 0"]),
+    ("line-limit-under-rfc", "[smtp]\nmax_line_bytes = 80\n", ["smtp.max_line_bytes", "1001 or more"]),
+    ("header-over-block", "[smtp]\nmax_header_bytes = 300000\n", ["smtp.max_header_bytes", "max_header_block_bytes"]),
+    ("domain-with-crlf", '[smtp]\ndomain = "column.example\\r\\n250 pwned"\n', ["smtp.domain", "not a domain name"]),
+    ("domain-with-lf", '[smtp]\ndomain = "column.example\\nx"\n', ["smtp.domain", "not a domain name"]),
+    ("delivery-timeout-nan", "[delivery]\ntimeout = nan\n", ["delivery.timeout", "finite"]),
+    ("delivery-attempts-zero", "[delivery]\nmax_attempts = 0\n", ["delivery.max_attempts", "1 or more"]),
+    ("retry-negative", "[delivery]\nretry_base_seconds = -1.0\n", ["delivery.retry_base_seconds", "0 or more"]),
 ]
 
 
