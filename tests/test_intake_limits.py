@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import threading
 import time
+import tracemalloc
 import weakref
 
 import httpx
@@ -86,6 +87,24 @@ def test_a_letter_with_a_header_just_under_the_limits_is_taken(running):
     code, reply = send(running.smtp_port, raw)
     assert code == 250, reply
     assert bytes(inbound(running.config)[0]["raw"]) == raw
+
+
+def test_encoded_words_in_a_mime_part_header_cost_bounded_memory():
+    # smtp.max_header_bytes bounds the message's own header; the headers of
+    # the parts inside it are bounded where they are read.
+    words = b"\r\n".join([b" =?utf-8?q?a?="] * 6400)  # 96 KB
+    raw = (b"From: reader@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\n"
+           b"Dear column\r\n--BB\r\nContent-Type: application/octet-stream\r\n"
+           b"Content-Disposition: attachment; filename=\"" + words + b"\"\r\n\r\nAAAA\r\n--BB--\r\n")
+    tracemalloc.start()
+    try:
+        parsed = parsing.parse_message(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parsed.body_text == "Dear column" and len(parsed.attachments) == 1
+    assert peak < 48 * 1024 * 1024, f"{peak / 2**20:.0f} MiB to read one letter"
 
 
 # -- reading happens outside the write lock --------------------------------------------------
