@@ -130,7 +130,9 @@ class ColumnSMTP(SMTP):
             return
         super().connection_made(transport)
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg) -> None:
+        # Marks the DATA phase for data_received's deadline.
         self._data_started, self._data_bytes = self.loop.time(), 0
         try:
             await super().smtp_DATA(arg)
@@ -152,7 +154,7 @@ class ColumnSMTP(SMTP):
     def _timeout_cb(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             # aiosmtpd hangs up without a word; a sending server logs this line.
-            self.transport.write(b"421 4.4.2 Timeout exceeded (see smtp.idle_timeout and smtp.min_data_rate)\r\n")
+            self.transport.write(b"421 4.4.2 Timeout: the session was idle, or its data came too slowly\r\n")
         super()._timeout_cb()
 
     def connection_lost(self, exc) -> None:
