@@ -127,7 +127,9 @@ def test_while_a_letter_is_being_read_the_archive_can_be_written_by_others(runni
     sender.start()
     try:
         assert reading.wait(10), "the letter was never read"
-        other = sqlite3.connect(running.config.storage.database, timeout=0)
+        # A few seconds' wait covers the other workers' brief writes; a lock
+        # held while this letter is read would be held until finish is set.
+        other = sqlite3.connect(running.config.storage.database, timeout=5)
         try:
             other.execute("BEGIN IMMEDIATE")  # "database is locked" if the reader held the lock
             other.execute("ROLLBACK")
