@@ -119,6 +119,18 @@ class ColumnConfig:
     site_url: str = "https://column.example"
     timezone: str = "America/New_York"
     templates_dir: str = ""
+    #: The name at the top of every message and public page ("" = the column's name).
+    masthead: str = ""
+    #: A short line under the masthead ("" = none).
+    tagline: str = "Letters on living with change"
+    #: Links, buttons and the masthead rule; a dark mode colour that reads on near-black.
+    accent_colour: str = "#2f5d50"
+    accent_colour_dark: str = "#8cc7b2"
+
+    @property
+    def masthead_text(self) -> str:
+        """What the masthead says: ``masthead`` if set, else the column's name."""
+        return self.masthead or self.name
 
     @property
     def zone(self) -> ZoneInfo:
@@ -145,6 +157,11 @@ class CrisisConfig:
         "Outside the US: call your local emergency number, or find a helpline at "
         "https://findahelpline.com."
     )
+    #: A line to call and a line to text (shown as tel: and sms: links), and a helpline finder.
+    phone: str = "988"
+    text: str = "988"
+    line_name: str = "the 988 Suicide & Crisis Lifeline"
+    helpline_url: str = "https://findahelpline.com"
 
 
 @dataclass(frozen=True)
@@ -388,6 +405,20 @@ def _validate(config: Config) -> None:
         raise ConfigError("subscribers.confirm_expiry_hours: must be more than 0")
     if config.subscribers.confirmation_interval_hours < 0:
         raise ConfigError("subscribers.confirmation_interval_hours: must be 0 or more")
+    for key in ("accent_colour", "accent_colour_dark"):
+        if not _HEX_COLOUR.fullmatch(getattr(config.column, key)):
+            raise ConfigError(
+                f"column.{key}: {getattr(config.column, key)!r} is not a colour like \"#2f5d50\" "
+                "(# and six hex digits: mail clients do not all understand names or rgb())"
+            )
+    for key in ("phone", "text"):
+        if not _PHONE.fullmatch(getattr(config.crisis, key)):
+            raise ConfigError(
+                f"crisis.{key}: {getattr(config.crisis, key)!r} is not a phone number "
+                "(digits, spaces, +, - and parentheses; \"\" for none)"
+            )
+    if config.crisis.helpline_url and not config.crisis.helpline_url.startswith(("https://", "http://")):
+        raise ConfigError(f"crisis.helpline_url: {config.crisis.helpline_url!r} must start with https://")
     try:
         config.column.zone
     except (ZoneInfoNotFoundError, ValueError):
@@ -440,6 +471,9 @@ def _validate_limits(config: Config) -> None:
         raise ConfigError(f"smtp.domain: {config.smtp.domain!r} is not a domain name (letters, digits, "
                           "hyphens and dots)")
 
+
+_HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
+_PHONE = re.compile(r"(\+?[0-9][0-9 ()-]*[0-9])?")
 
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 #: A DKIM selector or domain (RFC 6376: dot-separated labels); `mailer dkim keygen` checks with it too.

@@ -12,6 +12,7 @@ from mailer.config import Config
 from mailer.desk.errors import DeskError, EmptyReply, NothingToAnswer, ThreadNotFound
 from mailer.desk.text import when_text
 from mailer.desk.threads import thread_detail
+from mailer.outbound import compose
 from mailer.outbound.compose import (
     AddressError,
     Outgoing,
@@ -151,12 +152,7 @@ def _paragraphs(text: str) -> list[list[str]]:
 
 def greeting(letter: dict | None) -> str:
     """A first line for the reply form: "Dear Dana," from the reader's name."""
-    name = (letter or {}).get("from_name") or ""
-    first = name.split()[0] if name.split() else ""
-    first = first.strip(",;\"'")
-    if first and first.replace("-", "").replace("'", "").isalpha():
-        return f"Dear {first},"
-    return "Dear reader,"
+    return compose.greeting((letter or {}).get("from_name"))
 
 
 def mark(db: sqlite_utils.Database, thread_id: int, status: str) -> dict:

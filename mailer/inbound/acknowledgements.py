@@ -31,6 +31,7 @@ from mailer.outbound.compose import (
     Outgoing,
     answering,
     build_message,
+    greeting,
     make_address,
     render,
     reply_subject,
@@ -76,11 +77,14 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
     reader_name = row["from_name"] if (row["from_addr"] or "").casefold() == correspondent else ""
     body = render(ctx.templates, "acknowledgement", {
         "reader_name": reader_name,
+        "greeting": greeting(reader_name),
         "subject": row["subject"],
         "topics": chosen,
         "fell_back": fell_back,
         "crisis": assessment.urgent,
         "crisis_resources": config.crisis.resources.strip(),
+        "helplines": config.crisis,
+        "letters_address": config.addresses.letters,
         "column": config.column,
     })
     try:

@@ -23,6 +23,7 @@ from typing import Mapping
 import jinja2
 
 from mailer.clock import Clock
+from mailer.outbound.templating import inline_css
 from mailer.store.parsing import CachedHeaderRegistry
 
 #: Our own loop marker: a message carrying it (with our domain) is never answered.
@@ -109,13 +110,25 @@ class Rendered:
 
 
 def render(env: jinja2.Environment, name: str, context: dict) -> Rendered:
-    """Render ``name.txt.j2`` and, if it exists, ``name.html.j2`` with ``context``."""
+    """Render ``name.txt.j2`` and, if it exists, ``name.html.j2`` with ``context``.
+
+    The HTML part's stylesheet is inlined here, the one place mail HTML is made.
+    """
     text = env.get_template(f"{name}.txt.j2").render(**context)
     try:
         html_template = env.get_template(f"{name}.html.j2")
     except jinja2.TemplateNotFound:
         return Rendered(text)
-    return Rendered(text, html_template.render(**context))
+    return Rendered(text, inline_css(html_template.render(**context)))
+
+
+def greeting(display_name: str | None) -> str:
+    """The first line of a letter to a reader: "Dear Dana," from "Dana Reader"; else "Dear reader,"."""
+    words = (display_name or "").split()
+    first = words[0].strip(",;\"'") if words else ""
+    if first and first.replace("-", "").replace("'", "").isalpha():
+        return f"Dear {first},"
+    return "Dear reader,"
 
 
 @dataclass

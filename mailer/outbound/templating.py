@@ -8,8 +8,11 @@ reader's name or subject can never become markup.
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
+import css_inline
 import jinja2
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -31,4 +34,62 @@ def template_environment(override_dir: Path | None = None) -> jinja2.Environment
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["reflow"] = reflow
+    env.filters["tel"] = tel_uri
     return env
+
+
+#: Plain-text parts are wrapped here, never by hand in a template.
+TEXT_WIDTH = 72
+_BULLET = re.compile(r"[*>-] ")
+
+
+def reflow(text: str, width: int = TEXT_WIDTH) -> str:
+    """Wrap a plain-text body at ``width`` without ragged lines.
+
+    Paragraphs are separated by blank lines. A paragraph written on one line
+    is filled, so a long name or subject dropped into a sentence never leaves
+    a short line behind it. A paragraph of several lines (a list, a
+    signature, a link under its title) keeps its line breaks; each of its
+    lines is wrapped on its own, with a hanging indent under an indent or a
+    bullet. Words longer than the width (links) are never broken.
+    """
+    out = []
+    for paragraph in re.split(r"\n[ \t]*\n", text.strip("\n")):
+        lines = [line.rstrip() for line in paragraph.splitlines() if line.strip()]
+        if len(lines) == 1:
+            out.append(_wrap_line(lines[0], width))
+        elif lines:
+            out.append("\n".join(_wrap_line(line, width) for line in lines))
+    return "\n\n".join(out) + "\n"
+
+
+def _wrap_line(line: str, width: int) -> str:
+    indent = line[: len(line) - len(line.lstrip())]
+    marker = _BULLET.match(line.lstrip())
+    hanging = indent + (" " * len(marker.group(0)) if marker else "")
+    if line.lstrip().startswith("> "):
+        hanging = indent + "> "
+    return _fill(line.strip(), width, indent, hanging)
+
+
+def _fill(text: str, width: int, first: str, rest: str) -> str:
+    return textwrap.fill(text, width, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def tel_uri(number: str, scheme: str = "tel") -> str:
+    """A ``tel:`` (or ``sms:``) URI for a number as people write it: "988", "+44 116 123"."""
+    return f"{scheme}:" + re.sub(r"[^0-9+]", "", number)
+
+
+# Gmail and Outlook drop <style> blocks (or parts of them), so every rule is
+# copied onto the elements it styles. @media rules (dark mode, narrow
+# screens) cannot be inlined and stay in the <style> block; they win over the
+# inlined styles with !important.
+_INLINER = css_inline.CSSInliner(keep_at_rules=True)
+
+
+def inline_css(html: str) -> str:
+    """The HTML with its stylesheet copied into style attributes (at-rules kept in <style>)."""
+    return _INLINER.inline(html)
