@@ -157,10 +157,10 @@ def test_subscribe_confirm_receive_one_click_unsubscribe_then_no_more_digests(tm
         assert https_url.startswith(config.web.public_url + "/unsubscribe/")
         assert mailto.startswith("mailto:unsubscribe@column.example?subject=unsubscribe%20")
         text = digest.get_body(("plain",)).get_content()
-        assert text.startswith("ENJOY YOUR CHANGES!")
+        assert text.startswith("Enjoy Your Changes\n")  # the masthead
         assert "A piece from 2026-11-25" in text and "https://column.example/topics/piece-2026-11-27" in text
         assert https_url in text and text.rstrip().splitlines()[-1].startswith("(or write to")
-        assert "Enjoy Your Changes!" in text.split("--")[0]
+        assert "reads every letter" in text.split("--")[0]
         html = digest.get_body(("html",)).get_content()
         assert f'href="{https_url}"' in html
 
@@ -258,7 +258,7 @@ def test_preview_renders_the_next_digest_without_recording_anything(tmp_path, sm
                                        "digest", "preview", "--html", str(html_file)])
     assert result.exit_code == 0, result.output
     assert "Subject: Enjoy Your Changes! 1 new piece this week" in result.output
-    assert "ENJOY YOUR CHANGES!" in result.output
+    assert "The week's new pieces" in result.output
     assert "<h1" in html_file.read_text() and "Unsubscribe with one click" in html_file.read_text()
     assert rows(config.storage.database, "SELECT count(*) AS n FROM digests")[0]["n"] == 0
 

@@ -248,6 +248,18 @@ def list_digests(db: sqlite_utils.Database, *, limit: int = 20) -> list[dict]:
     ))
 
 
+def published_digests(db: sqlite_utils.Database, *, limit: int = 100) -> list[dict]:
+    """Digests that went out (or are going out), newest first, for the public archive.
+
+    Only what every subscriber's copy shares: number, date, subject, topics.
+    Never the frame, whose markers are replaced by a subscriber's address and token.
+    """
+    rows = db.query(
+        "SELECT id, created_at, subject, topics FROM digests WHERE status IN ('sending', 'sent') "
+        "ORDER BY id DESC LIMIT ?", [limit])
+    return [{**row, "topics": json.loads(row["topics"])} for row in rows]
+
+
 def previous_digest(db: sqlite_utils.Database) -> dict | None:
     """The latest digest that went (or is going) out; its creation is the next one's 'since'."""
     rows = list(db.query(

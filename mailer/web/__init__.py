@@ -34,10 +34,10 @@ def create_app(
     ``listening`` tells ``/healthz`` whether the SMTP listener is serving;
     without it (an app built outside ``mailer serve``) the check fails.
     """
-    from mailer.web import desk, guard, health, public
+    from mailer.web import archive, desk, guard, health, public
 
     app = Starlette(
-        routes=public.routes() + health.routes() + desk.routes(),
+        routes=public.routes() + archive.routes() + health.routes() + desk.routes(),
         middleware=guard.middleware(config, environ=environ),
     )
     app.state.config = config

@@ -50,7 +50,7 @@ log = logging.getLogger("mailer.web.desk")
 
 #: Paths served by ``public`` for readers, and ``health`` for monitors: no
 #: login, no CSRF, no desk headers.
-PUBLIC_PREFIXES = ("/subscribe", "/unsubscribe", "/healthz")
+PUBLIC_PREFIXES = ("/subscribe", "/unsubscribe", "/archive", "/healthz")
 #: Desk paths reachable before logging in.
 LOGIN_EXEMPT = frozenset({"/login", "/desk.css"})
 SESSION_COOKIE = "mailer_desk"
