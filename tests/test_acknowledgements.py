@@ -215,6 +215,32 @@ def test_letter_in_crisis_is_flagged_urgent_and_answered_with_resources_first(ac
     text = crisis_ack.get_body(("plain",)).get_content().lstrip()
     assert text.startswith("If you are in danger"), text[:200]
     assert "988" in text.split("Dear")[0], "crisis resources come before the letter"
+    # No cheerful sign-off for a reader in crisis, and the calm line at the foot too.
+    html = crisis_ack.get_body(("html",)).get_content()
+    assert "Enjoy Your Changes!" not in text and "Enjoy Your Changes!" not in html
+    assert "With care," in text and "Warmly," not in text
+    assert "call 988 or text 988" in " ".join(text.split("Dear")[1].split())
+    # In HTML the line is a tel: link, the text line an sms: link, the helpline a real link,
+    # and the first of them comes before the greeting.
+    assert 'href="tel:988"' in html and 'href="sms:988"' in html
+    assert 'href="https://findahelpline.com"' in html
+    assert html.index('href="tel:988"') < html.index("Dear reader,")
+
+
+def test_every_acknowledgement_carries_the_crisis_line_at_its_foot(ack_config, service_for):
+    # The pattern lists can miss a letter; this line cannot. An ordinary letter gets it too,
+    # after the signature, as links in HTML.
+    running = service_for(ack_config)
+    send(running.smtp_port, letter("Question", THERAPIST_LETTER, message_id="<f0@example.org>"),
+         mail_from="kim@example.org")
+    ack = wait_for(lambda: maildir_messages(ack_config), message="acknowledgement")[0]
+    text = ack.get_body(("plain",)).get_content()
+    html = ack.get_body(("html",)).get_content()
+    foot = " ".join(text.split("Warmly,")[1].split())
+    assert "If you are struggling or thinking about ending your life" in foot
+    assert "call 988 or text 988" in foot and "https://findahelpline.com" in foot
+    assert not text.lstrip().startswith("If you are in danger")
+    assert html.index("Warmly,") < html.index('href="tel:988"') and 'href="sms:988"' in html
 
 
 def test_idiom_is_not_a_crisis(ack_config, service_for):
