@@ -109,6 +109,12 @@ def test_the_columnist_logs_in_reads_searches_and_answers(browser, served, tmp_p
     page.click("button[value=send]")
     page.wait_for_selector(".flash")
     assert "Your reply to dana@example.org is on its way" in page.inner_text(".flash")
+    # The confirmation is in view, below the sticky header rather than under it.
+    header_bottom, flash_top, flash_bottom, viewport = page.evaluate(
+        "[document.querySelector('header.top').getBoundingClientRect().bottom, "
+        "document.querySelector('.flash').getBoundingClientRect().top, "
+        "document.querySelector('.flash').getBoundingClientRect().bottom, window.innerHeight]")
+    assert header_bottom <= flash_top and flash_bottom <= viewport, (header_bottom, flash_top, flash_bottom)
     page.screenshot(path=str(shots / "replied-desktop.png"), full_page=True)
 
     running.service.outbox.wake()
@@ -133,6 +139,9 @@ def test_the_columnist_logs_in_reads_searches_and_answers(browser, served, tmp_p
     small = phone.new_page()
     small.goto(base + "/")
     small.screenshot(path=str(shots / "inbox-phone.png"), full_page=True)
+    # Every tab of the tab bar can be seen and tapped on a phone: none is cut off at the edge.
+    edges = small.evaluate("[...document.querySelectorAll('.views .view')].map(v => v.getBoundingClientRect().right)")
+    assert len(edges) == 6 and max(edges) <= 390, edges
     small.goto(f"{base}/threads/{ids['sam']}")
     assert small.locator(".urgent-banner").is_visible()
     width = small.evaluate("document.documentElement.scrollWidth")

@@ -22,6 +22,7 @@ from mailer.clock import system_clock
 from mailer.app.background import BackgroundService
 from mailer.web import create_app
 from mailer.web.guard import CONTENT_SECURITY_POLICY, LoginLimiter
+from mailer.store.db import open_database
 from mailer.store.writer import DatabaseWriter
 
 from conftest import letter, make_config, rows, send, wait_for
@@ -493,3 +494,32 @@ def test_status_buttons_file_the_thread(fresh):
         "closing-stays"])
 def test_letters_are_reflowed_for_reading_not_rewritten(text, shown):
     assert desk.reflow(text) == shown
+
+
+# -- the tabs and actions a columnist trips over ----------------------------------------------
+
+def test_an_archived_subscription_thread_is_counted_and_listed_under_archived(tmp_path):
+    config = make_config(tmp_path)
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter("subscribe", "please", sender="Kim <kim@example.org>",
+                                       to="subscribe@column.example", message_id="<kim-sub@example.org>"),
+             mail_from="kim@example.org", rcpt_to=("subscribe@column.example",))
+        wait_for(lambda: all_processed(config, 1), message="the subscription request")
+    thread_id = thread_of(config, "kim@example.org")
+    with contextlib.closing(open_database(config.storage.database)) as db:
+        desk.mark(db, thread_id, "archived")
+    with desk_client(config) as c:
+        assert log_in(c).status_code == 303
+        listed = c.get("/?view=archived").text
+        tab = re.search(r'view-archived[^>]*>Archived<span class="n">(\d+)</span>', listed).group(1)
+        assert tab == "1" and f'href="/threads/{thread_id}"' in listed
+        all_tab = re.search(r'view-all[^>]*>All<span class="n">(\d+)</span>', listed).group(1)
+        assert all_tab == "1"
+        # A subscription request is not a letter: there is no topic to draft from it.
+        page = c.get(f"/threads/{thread_id}").text
+        assert "Draft a topic" not in page
+
+
+def test_a_letter_thread_still_offers_draft_a_topic(logged_in, shared):
+    _, ids = shared
+    assert "Draft a topic" in logged_in.get(f"/threads/{ids['dana']}").text

@@ -18,15 +18,16 @@ from mailer.desk.text import CLOSING, GREETING
 from mailer.outbound.compose import AddressError, make_address, reply_subject
 from mailer.store import archive
 
-#: Inbox views. Every view but "all" shows only threads with a reader's letter
-#: in them; "all" adds digests, confirmations and bounces.
+#: Inbox views. Every view but "archived" and "all" shows only threads with a
+#: reader's letter in them; those two add digests, confirmations and bounces.
 INBOX_VIEWS = ("inbox", "urgent", "new", "answered", "archived", "all")
 _VIEWS = {  # view: (status, urgent, open only, letters only)
     "inbox": (None, None, True, True),
     "urgent": (None, True, True, True),
     "new": ("new", None, False, True),
     "answered": ("answered", None, False, True),
-    "archived": ("archived", None, False, True),
+    # Archived holds every archived thread, as All shows them: subscriptions and digests too.
+    "archived": ("archived", None, False, False),
     "all": (None, None, False, False),
 }
 PREVIEW_CHARS = 180
@@ -69,6 +70,7 @@ def view_counts(db: sqlite_utils.Database) -> dict[str, int]:
     """How many threads each inbox view holds; ``waiting`` is urgent and still new."""
     counts = archive.thread_counts(db, letters_only=True)
     counts["inbox"] = counts["new"] + counts["answered"]
+    counts["archived"] = archive.thread_counts(db)["archived"]
     return counts
 
 

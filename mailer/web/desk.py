@@ -244,7 +244,8 @@ async def reply_action(request: Request) -> Response:
     except desk.DeskError as exc:
         return await _thread(request, thread_id, status=400, text=text, error=str(exc))
     request.session["flash"] = f"Your reply to {replied.recipient} is on its way. The thread is answered."
-    return RedirectResponse(f"/threads/{thread_id}#m{replied.message_id}", status_code=303)
+    # To the confirmation, which the sticky header must not cover (scroll-margin in desk.css).
+    return RedirectResponse(f"/threads/{thread_id}#flash", status_code=303)
 
 
 async def status_action(request: Request) -> Response:
