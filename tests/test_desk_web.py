@@ -448,7 +448,7 @@ def test_reply_preview_then_send_answers_the_thread(fresh):
         assert rows(config.storage.database, "SELECT count(*) AS n FROM messages WHERE kind = 'reply'")[0]["n"] == 0
 
         sent = client.post(f"/threads/{ids['dana']}/reply", data={"csrf": token, "text": text, "action": "send"})
-        assert sent.status_code == 303 and sent.headers["location"].startswith(f"/threads/{ids['dana']}#m")
+        assert sent.status_code == 303 and sent.headers["location"] == f"/threads/{ids['dana']}#flash"
         after = client.get(sent.headers["location"])
         assert "Your reply to dana@example.org is on its way" in after.text
         assert "kind-reply" in after.text and "Waiting to be delivered" in after.text
