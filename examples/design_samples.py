@@ -50,7 +50,7 @@ def render_messages(config: Config) -> dict[str, Rendered]:
             "paragraphs": [["Dear Dana,"], ["Thank you for writing, and for telling me about the wedding."],
                            ["What your sister said sounds like it landed somewhere tender. Replaying it at "
                             "night is the mind trying to finish a conversation that never finished."],
-                           ["Warmly,", column.columnist]],
+                           ["Warmly,"]],
             "reader_name": "Dana Reader", "subject": SUBJECT, "letter_date": "November 26, 2026",
             "quoted": ["Dear column,", "My sister said something at the wedding last summer."],
             "quote_cut": True, "column": column,
