@@ -77,6 +77,11 @@ def main(out: Path) -> None:
                 page.set_content(rendered.html)
                 _shoot(page, out, f"mail-{name}", width)
             page.context.close()
+        dark = browser.new_context(viewport={"width": 390, "height": 800}, color_scheme="dark").new_page()
+        for name in ("acknowledgement", "acknowledgement-crisis", "digest"):
+            dark.set_content(messages[name].html)
+            _shoot(dark, out, f"mail-{name}-dark", 390)
+        dark.context.close()
 
         config = _site(Path(tmp))
         with BackgroundService(config):
