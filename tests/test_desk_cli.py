@@ -484,6 +484,29 @@ def test_forget_leaves_no_row_of_the_address_in_any_table(fresh):
         assert b"sam.quill@example.net" not in path.read_bytes().lower(), path
 
 
+def test_forget_says_the_erasure_is_incomplete_while_a_reader_holds_a_snapshot(fresh):
+    config, ids, config_file = fresh
+    db_path = Path(config.storage.database)
+    reader = sqlite3.connect(db_path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()  # holds its snapshot until rollback
+    try:
+        result = run(config_file, "forget", "sam.quill@example.net", "--yes", "--wait", "0.3")
+        assert result.exit_code == 1, result.output
+        assert "the erasure is incomplete" in result.output
+        assert "run the same `mailer forget` command again" in result.output
+        files = [p.read_bytes().lower() for p in db_path.parent.glob(db_path.name + "*")]
+        assert any(b"sam.quill@example.net" in f for f in files), "the premise: Sam's words are still on disk"
+    finally:
+        reader.rollback()
+        reader.close()
+    again = run(config_file, "forget", "sam.quill@example.net", "--yes", "--wait", "5")
+    assert again.exit_code == 0, again.output
+    assert "Nothing in the archive belongs to sam.quill@example.net" in again.output
+    for path in db_path.parent.glob(db_path.name + "*"):
+        assert b"sam.quill@example.net" not in path.read_bytes().lower(), path
+
+
 def test_forget_asks_first_and_can_be_declined(fresh):
     config, ids, config_file = fresh
     result = run(config_file, "forget", "sam.quill@example.net", input="n\n")

@@ -10,6 +10,8 @@ from mailer.desk.drafts import anonymize, archive_subject, topic_draft  # noqa: 
 from mailer.desk.errors import DeskError, EmptyReply, NothingToAnswer, ThreadNotFound  # noqa: F401
 from mailer.desk.export import eml_name, export_eml, export_mbox, message_bytes  # noqa: F401
 from mailer.desk.forget import (  # noqa: F401
+    ErasureIncomplete,
+    flush_write_ahead_log,
     ForgetReport,
     forget,
     mentions,
