@@ -108,6 +108,9 @@ class WebConfig:
     enabled: bool = True
     session_hours: float = 12.0
     secure_cookies: bool = False
+    #: Comma-separated addresses of reverse proxies whose X-Forwarded-For is
+    #: believed; empty = none, the peer address is the client.
+    trusted_proxies: str = ""
 
 
 @dataclass(frozen=True)

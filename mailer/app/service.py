@@ -204,7 +204,7 @@ def build_components(service: Service) -> list[Component]:
         service.web = WebServer(
             create_app(config, writer=service.writer, clock=service.clock, on_enqueued=outbox.wake,
                        listening=lambda: service.listening),
-            config.web.host, config.web.port,
+            config.web.host, config.web.port, trusted_proxies=config.web.trusted_proxies,
         )
         components.append(service.web)
     return components

@@ -3,7 +3,7 @@
 ``threads`` reads (the inbox, a thread, search) and files, ``replies``
 answers a reader, ``export`` hands out the original bytes, ``drafts`` turns a
 letter into an anonymised topic draft, ``forget`` erases a correspondent and
-``passwords`` guards the web desk. The names the faces use are offered here.
+``passwords`` and ``sessions`` guard the web desk. The names the faces use are offered here.
 """
 
 from mailer.desk.drafts import anonymize, archive_subject, topic_draft  # noqa: F401
@@ -26,6 +26,13 @@ from mailer.desk.passwords import (  # noqa: F401
     hash_password,
     parse_password_hash,
     verify_password,
+)
+from mailer.desk.sessions import (  # noqa: F401
+    SessionRegister,
+    new_session_id,
+    open_session,
+    revoke_all_sessions,
+    revoke_session,
 )
 from mailer.desk.replies import (  # noqa: F401
     Replied,

@@ -347,3 +347,13 @@ def _threads_has_letter(db: sqlite_utils.Database) -> None:
         # Statistics gathered before these indexes existed would leave the
         # planner guessing about them; the threads table is small to analyse.
         db.execute("ANALYZE threads")
+
+
+@migration(20, "desk_sessions: desk logins the server can end")
+def _desk_sessions(db: sqlite_utils.Database) -> None:
+    # A signed cookie alone cannot be taken back: a copy made before logout
+    # would keep working until it expired. The cookie names a row here, and
+    # logging out closes the row.
+    db.execute(
+        "CREATE TABLE desk_sessions (id TEXT PRIMARY KEY, opened_at TEXT NOT NULL, revoked_at TEXT) WITHOUT ROWID"
+    )
