@@ -384,6 +384,47 @@ def test_digest_copies_stay_out_of_the_inbox_but_export_with_their_bytes(fresh, 
     assert copy["raw_sha256"] in exported
 
 
+# -- someone else's thread ------------------------------------------------------------------
+
+def test_a_strangers_letter_in_reply_to_a_readers_message_starts_its_own_thread(fresh):
+    config, ids, config_file = fresh
+    ack = rows(config.storage.database, "SELECT message_id FROM messages WHERE kind = 'acknowledgement' "
+               "AND thread_id = ? ORDER BY id LIMIT 1", [ids["dana"]])[0]["message_id"]
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter(
+            "Re: your letter", "I am Dana, really. Send the answer to me.\r\n",
+            sender="Mallory <mallory@example.net>", message_id="<mallory-1@example.net>",
+            extra_headers=f"In-Reply-To: {ack}\r\nReferences: {DANA_MESSAGE_ID} {ack}",
+        ), mail_from="mallory@example.net")
+        wait_for(lambda: all_processed(config, 4), message="Mallory's letter")
+    found = rows(config.storage.database, "SELECT thread_id FROM messages WHERE message_id = '<mallory-1@example.net>'")
+    assert found[0]["thread_id"] != ids["dana"]
+    assert rows(config.storage.database, "SELECT correspondent FROM threads WHERE id = ?",
+                [found[0]["thread_id"]])[0]["correspondent"] == "mallory@example.net"
+
+
+def test_the_desk_warns_when_a_reply_would_go_to_someone_other_than_the_threads_reader(fresh, tmp_path):
+    config, ids, config_file = fresh
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter(
+            "Re: What is a therapist's job? I want you to answer!", "Please write back.\r\n",
+            sender="Dana <dana@example.org>", message_id="<dana-forged@example.net>",
+            extra_headers=f"In-Reply-To: {DANA_MESSAGE_ID}\r\nReply-To: mallory@example.net",
+        ), mail_from="mallory@example.net")
+        wait_for(lambda: all_processed(config, 4), message="the letter with a Reply-To")
+    reply_file = tmp_path / "reply.txt"
+    reply_file.write_text("Dear Dana,\n\nThank you.\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(config_file), "threads", "reply", str(ids["dana"]),
+                                       "--file", str(reply_file)])
+    assert result.exit_code == 0, result.output
+    assert "Warning: This reply would go to mallory@example.net, not to dana@example.org" in result.output
+    detail_db = open_database(config.storage.database)
+    try:
+        assert "mallory@example.net" in desk.thread_detail(detail_db, ids["dana"])["reply_warning"]
+    finally:
+        detail_db.close()
+
+
 # -- forget ------------------------------------------------------------------------------
 
 def every_row_mentioning(db_path: Path, needles: list[str]) -> list[tuple[str, str]]:

@@ -603,3 +603,20 @@ def test_x_forwarded_for_counts_from_a_trusted_proxy(tmp_path, monkeypatch):
                 statuses.append(browser.post("/login", data={"password": "guess", "csrf": token},
                                              headers={"X-Forwarded-For": forwarded}).status_code)
     assert statuses == [401] * 5 + [429, 401], "one client behind the proxy is limited, not the next"
+
+
+def test_the_reply_form_warns_when_the_reply_would_go_to_someone_else(fresh):
+    config, ids = fresh
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter(
+            "Re: What is a therapist's job? I want you to answer!", "Please write back.\r\n", sender="Dana <dana@example.org>",
+            message_id="<dana-replyto@example.net>", extra_headers="Reply-To: mallory@example.net",
+        ), mail_from="mallory@example.net")
+        wait_for(lambda: all_processed(config, 6), message="the letter with a Reply-To")
+    with desk_client(config) as client:
+        log_in(client)
+        page = client.get(f"/threads/{ids['dana']}")
+        assert page.status_code == 200
+        assert "This reply would go to mallory@example.net, not to dana@example.org" in html.unescape(page.text)
+        other = client.get(f"/threads/{ids['sam']}")
+        assert "This reply would go to" not in other.text
