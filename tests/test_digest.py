@@ -218,7 +218,11 @@ def test_no_subscriber_can_name_another_subscribers_copy(tmp_path, smtp_sink):
     mine, theirs = (parsed(next(m for m in smtp_sink.messages if m["rcpt_tos"] == [a]))["Message-ID"]
                     for a in ("reader00000@example.org", "reader00001@example.org"))
     # What reader 0 can work out from their own copy: swap in the other's subscriber id.
-    guessed = mine.replace(f".{ids['reader00000@example.org']}.", f".{ids['reader00001@example.org']}.", 1)
+    local, domain = mine.strip("<>").split("@")
+    parts = local.split(".")  # digest.<digest id>.<subscriber id>...
+    assert parts[2] == str(ids["reader00000@example.org"])
+    parts[2] = str(ids["reader00001@example.org"])
+    guessed = f"<{'.'.join(parts)}@{domain}>"
     assert guessed != theirs
 
 
