@@ -50,6 +50,9 @@ class SmtpConfig:
     tls_cert: str = ""
     tls_key: str = ""
     require_starttls: bool = False
+    #: True when every letter comes through a front MTA (Postfix) that has
+    #: already checked SPF: the peer is then that MTA, and [spf] is skipped.
+    trusted_relay: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,22 @@ class AcknowledgementsConfig:
     enabled: bool = True
     once_per_days: int = 7
     topics_per_letter: int = 3
+    #: At most this many acknowledgements in any hour, whoever they go to (0 = no cap).
+    max_per_hour: int = 100
+
+
+@dataclass(frozen=True)
+class SpfConfig:
+    """``[spf]``: checking the envelope sender of every letter before it is acknowledged."""
+
+    enabled: bool = True
+    #: Comma-separated "address" or "address:port"; empty = the system's resolvers.
+    nameservers: str = ""
+    dns_timeout: float = 3.0
+    time_limit: float = 20.0
+    cache_seconds: float = 3600.0
+    #: Peers never checked (local submission), as policyd-spf's skip_addresses.
+    skip_addresses: str = "127.0.0.0/8, ::1"
 
 
 @dataclass(frozen=True)
@@ -204,6 +223,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     column: ColumnConfig = field(default_factory=ColumnConfig)
     acknowledgements: AcknowledgementsConfig = field(default_factory=AcknowledgementsConfig)
+    spf: SpfConfig = field(default_factory=SpfConfig)
     crisis: CrisisConfig = field(default_factory=CrisisConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
@@ -375,6 +395,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("addresses: letters, subscribe, unsubscribe and bounces must differ")
     if config.acknowledgements.once_per_days < 0:
         raise ConfigError("acknowledgements.once_per_days: must be 0 or more")
+    if config.acknowledgements.max_per_hour < 0:
+        raise ConfigError("acknowledgements.max_per_hour: must be 0 (no cap) or more")
+    _validate_spf(config.spf)
     if config.digest.concurrency < 1:
         raise ConfigError("digest.concurrency: must be 1 or more")
     if config.digest.batch_size < 1:
@@ -442,6 +465,32 @@ def _validate_limits(config: Config) -> None:
     if not DNS_NAME.fullmatch(config.smtp.domain) or len(config.smtp.domain) > 253:
         raise ConfigError(f"smtp.domain: {config.smtp.domain!r} is not a domain name (letters, digits, "
                           "hyphens and dots)")
+
+
+def _validate_spf(spf: SpfConfig) -> None:
+    """Timeouts that can end, and addresses that parse, before anything listens."""
+    import ipaddress
+    import math
+
+    for key in ("dns_timeout", "time_limit", "cache_seconds"):
+        value = getattr(spf, key)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"spf.{key}: must be a number more than 0, got {value!r}")
+    for item in filter(None, (p.strip() for p in spf.nameservers.split(","))):
+        host, port = item, "53"
+        if item.count(":") == 1:
+            host, _, port = item.partition(":")
+        try:
+            ipaddress.ip_address(host)
+            if not 0 < int(port) < 65536:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"spf.nameservers: {item!r} is not an IP address (optionally with :port)") from None
+    for item in filter(None, (p.strip() for p in spf.skip_addresses.split(","))):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"spf.skip_addresses: {item!r} is not an address or network") from None
 
 
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

@@ -55,6 +55,8 @@ class Envelope:
     peer: str = ""
     #: The TLS version of the session ("TLSv1.3"), or "" if it came in clear.
     tls: str = ""
+    #: The name the client gave in HELO/EHLO (SPF checks a null sender by it).
+    helo: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def store_inbound(
                 # Kept beside the message, not in a Received header: the
                 # archive holds the sender's bytes exactly.
                 **({"tls": envelope.tls} if envelope.tls else {}),
+                **({"helo": envelope.helo[:255]} if envelope.helo else {}),
             },
         )
         _touch_thread(db, thread_id, now, reopen=(kind == "letter"), letter=(kind == "letter"))

@@ -357,3 +357,10 @@ def _desk_sessions(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE TABLE desk_sessions (id TEXT PRIMARY KEY, opened_at TEXT NOT NULL, revoked_at TEXT) WITHOUT ROWID"
     )
+
+
+@migration(21, "messages: acknowledgements by time, for the hourly cap")
+def _acknowledgements_by_time(db: sqlite_utils.Database) -> None:
+    # The cap counts the last hour's acknowledgements before each one; without
+    # this index that count would read every outbound message.
+    db.execute("CREATE INDEX messages_acknowledged ON messages (created_at) WHERE kind = 'acknowledgement'")
