@@ -24,8 +24,6 @@ import pytest
 
 from mailer import desk
 from mailer.app.background import BackgroundService
-from mailer.config import SpfConfig
-from mailer.inbound.spf import SpfChecker
 from mailer.store.db import open_database
 
 from conftest import import_example_topics, letter, make_config, rows, send, wait_for
@@ -157,6 +155,9 @@ def test_a_front_mta_that_checked_already_means_no_lookups(tmp_path, dns_stub):
 
 
 def test_answers_are_cached_for_their_ttl_and_a_silent_resolver_times_out(dns_stub):
+    from mailer.config import SpfConfig
+    from mailer.inbound.spf import SpfChecker
+
     now = [0.0]
     checker = SpfChecker(SpfConfig(nameservers=f"127.0.0.1:{dns_stub.port}", skip_addresses="",
                                    cache_seconds=600.0), clock=lambda: now[0])
@@ -179,6 +180,9 @@ def test_answers_are_cached_for_their_ttl_and_a_silent_resolver_times_out(dns_st
 
 
 def test_loopback_peers_are_skipped_by_default(dns_stub):
+    from mailer.config import SpfConfig
+    from mailer.inbound.spf import SpfChecker
+
     checker = SpfChecker(SpfConfig(nameservers=f"127.0.0.1:{dns_stub.port}"))
     assert checker.check("127.0.0.1:4321", "victim@forged.example", "x").result == "skipped"
     assert dns_stub.queries == []
