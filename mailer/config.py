@@ -10,6 +10,7 @@ them is a columnist at a terminal, not a developer with a debugger.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -469,28 +470,23 @@ def _validate_limits(config: Config) -> None:
 
 def _validate_spf(spf: SpfConfig) -> None:
     """Timeouts that can end, and addresses that parse, before anything listens."""
-    import ipaddress
-    import math
-
     for key in ("dns_timeout", "time_limit", "cache_seconds"):
-        value = getattr(spf, key)
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"spf.{key}: must be a number more than 0, got {value!r}")
-    for item in filter(None, (p.strip() for p in spf.nameservers.split(","))):
-        host, port = item, "53"
-        if item.count(":") == 1:
-            host, _, port = item.partition(":")
-        try:
-            ipaddress.ip_address(host)
-            if not 0 < int(port) < 65536:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"spf.nameservers: {item!r} is not an IP address (optionally with :port)") from None
-    for item in filter(None, (p.strip() for p in spf.skip_addresses.split(","))):
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigError(f"spf.skip_addresses: {item!r} is not an address or network") from None
+        if not math.isfinite(getattr(spf, key)) or getattr(spf, key) <= 0:
+            raise ConfigError(f"spf.{key}: must be a number more than 0, got {getattr(spf, key)!r}")
+    for key, parse in (("nameservers", _nameserver), ("skip_addresses", lambda v: ipaddress.ip_network(v, False))):
+        for item in filter(None, (p.strip() for p in getattr(spf, key).split(","))):
+            try:
+                parse(item)
+            except ValueError:
+                raise ConfigError(f"spf.{key}: {item!r} is not an IP address or network "
+                                  "(nameservers: an address, optionally with :port)") from None
+
+
+def _nameserver(item: str) -> None:
+    host, _, port = item.partition(":") if item.count(":") == 1 else (item, "", "53")
+    if not 0 < int(port) < 65536:
+        raise ValueError(item)
+    ipaddress.ip_address(host)
 
 
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
