@@ -10,6 +10,7 @@ them is a columnist at a terminal, not a developer with a debugger.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -50,6 +51,9 @@ class SmtpConfig:
     tls_cert: str = ""
     tls_key: str = ""
     require_starttls: bool = False
+    #: True when every letter comes through a front MTA (Postfix) that has
+    #: already checked SPF: the peer is then that MTA, and [spf] is skipped.
+    trusted_relay: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class WebConfig:
     enabled: bool = True
     session_hours: float = 12.0
     secure_cookies: bool = False
+    #: Comma-separated addresses of reverse proxies whose X-Forwarded-For is
+    #: believed; empty = none, the peer address is the client.
+    trusted_proxies: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,22 @@ class AcknowledgementsConfig:
     enabled: bool = True
     once_per_days: int = 7
     topics_per_letter: int = 3
+    #: At most this many acknowledgements in any hour, whoever they go to (0 = no cap).
+    max_per_hour: int = 100
+
+
+@dataclass(frozen=True)
+class SpfConfig:
+    """``[spf]``: checking the envelope sender of every letter before it is acknowledged."""
+
+    enabled: bool = True
+    #: Comma-separated "address" or "address:port"; empty = the system's resolvers.
+    nameservers: str = ""
+    dns_timeout: float = 3.0
+    time_limit: float = 20.0
+    cache_seconds: float = 3600.0
+    #: Peers never checked (local submission), as policyd-spf's skip_addresses.
+    skip_addresses: str = "127.0.0.0/8, ::1"
 
 
 @dataclass(frozen=True)
@@ -218,6 +241,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     column: ColumnConfig = field(default_factory=ColumnConfig)
     acknowledgements: AcknowledgementsConfig = field(default_factory=AcknowledgementsConfig)
+    spf: SpfConfig = field(default_factory=SpfConfig)
     crisis: CrisisConfig = field(default_factory=CrisisConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
@@ -389,6 +413,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("addresses: letters, subscribe, unsubscribe and bounces must differ")
     if config.acknowledgements.once_per_days < 0:
         raise ConfigError("acknowledgements.once_per_days: must be 0 or more")
+    if config.acknowledgements.max_per_hour < 0:
+        raise ConfigError("acknowledgements.max_per_hour: must be 0 (no cap) or more")
+    _validate_spf(config.spf)
     if config.digest.concurrency < 1:
         raise ConfigError("digest.concurrency: must be 1 or more")
     if config.digest.batch_size < 1:
@@ -470,6 +497,27 @@ def _validate_limits(config: Config) -> None:
     if not DNS_NAME.fullmatch(config.smtp.domain) or len(config.smtp.domain) > 253:
         raise ConfigError(f"smtp.domain: {config.smtp.domain!r} is not a domain name (letters, digits, "
                           "hyphens and dots)")
+
+
+def _validate_spf(spf: SpfConfig) -> None:
+    """Timeouts that can end, and addresses that parse, before anything listens."""
+    for key in ("dns_timeout", "time_limit", "cache_seconds"):
+        if not math.isfinite(getattr(spf, key)) or getattr(spf, key) <= 0:
+            raise ConfigError(f"spf.{key}: must be a number more than 0, got {getattr(spf, key)!r}")
+    for key, parse in (("nameservers", _nameserver), ("skip_addresses", lambda v: ipaddress.ip_network(v, False))):
+        for item in filter(None, (p.strip() for p in getattr(spf, key).split(","))):
+            try:
+                parse(item)
+            except ValueError:
+                raise ConfigError(f"spf.{key}: {item!r} is not an IP address or network "
+                                  "(nameservers: an address, optionally with :port)") from None
+
+
+def _nameserver(item: str) -> None:
+    host, _, port = item.partition(":") if item.count(":") == 1 else (item, "", "53")
+    if not 0 < int(port) < 65536:
+        raise ValueError(item)
+    ipaddress.ip_address(host)
 
 
 _HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")

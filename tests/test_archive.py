@@ -343,11 +343,26 @@ def test_a_bounce_does_not_put_a_thread_on_the_desk(db):
     assert desk.inbox(db) == []
 
 
+def test_a_strangers_reply_to_someone_elses_message_starts_its_own_thread(db):
+    confirmation = confirm(db)
+    sam = receive(db, letter("Re: Please confirm", "Sam here, writing in Kim's thread.\r\n",
+                             sender="Sam <sam@example.net>", extra_headers="In-Reply-To: <confirm.1@column.example>"),
+                  mail_from="sam@example.net")
+    assert sam.thread_id != confirmation.thread_id
+    assert has_letter(db, confirmation.thread_id) == 0
+    assert archive.get_thread(db, sam.thread_id)["correspondent"] == "sam@example.net"
+
+
 def test_forgetting_the_only_letter_of_a_thread_takes_it_off_the_desk(db):
     confirmation = confirm(db)
-    receive(db, letter("Re: Please confirm", "Sam here, writing in Kim's thread.\r\n",
-                       sender="Sam <sam@example.net>", extra_headers="In-Reply-To: <confirm.1@column.example>"),
-            mail_from="sam@example.net")
+    sam = receive(db, letter("Re: Please confirm", "Sam here, writing in Kim's thread.\r\n",
+                             sender="Sam <sam@example.net>", extra_headers="In-Reply-To: <confirm.1@column.example>"),
+                  mail_from="sam@example.net")
+    # Archives written before strangers were kept out of other threads can hold such a letter.
+    with db.atomic():
+        db.execute("UPDATE messages SET thread_id = ? WHERE id = ?", [confirmation.thread_id, sam.message_id])
+        db.execute("UPDATE threads SET has_letter = 1, message_count = 2 WHERE id = ?", [confirmation.thread_id])
+        db.execute("DELETE FROM threads WHERE id = ?", [sam.thread_id])
     assert has_letter(db, confirmation.thread_id) == 1
 
     desk.forget(db, "sam@example.net")

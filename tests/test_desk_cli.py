@@ -384,6 +384,47 @@ def test_digest_copies_stay_out_of_the_inbox_but_export_with_their_bytes(fresh, 
     assert copy["raw_sha256"] in exported
 
 
+# -- someone else's thread ------------------------------------------------------------------
+
+def test_a_strangers_letter_in_reply_to_a_readers_message_starts_its_own_thread(fresh):
+    config, ids, config_file = fresh
+    ack = rows(config.storage.database, "SELECT message_id FROM messages WHERE kind = 'acknowledgement' "
+               "AND thread_id = ? ORDER BY id LIMIT 1", [ids["dana"]])[0]["message_id"]
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter(
+            "Re: your letter", "I am Dana, really. Send the answer to me.\r\n",
+            sender="Mallory <mallory@example.net>", message_id="<mallory-1@example.net>",
+            extra_headers=f"In-Reply-To: {ack}\r\nReferences: {DANA_MESSAGE_ID} {ack}",
+        ), mail_from="mallory@example.net")
+        wait_for(lambda: all_processed(config, 4), message="Mallory's letter")
+    found = rows(config.storage.database, "SELECT thread_id FROM messages WHERE message_id = '<mallory-1@example.net>'")
+    assert found[0]["thread_id"] != ids["dana"]
+    assert rows(config.storage.database, "SELECT correspondent FROM threads WHERE id = ?",
+                [found[0]["thread_id"]])[0]["correspondent"] == "mallory@example.net"
+
+
+def test_the_desk_warns_when_a_reply_would_go_to_someone_other_than_the_threads_reader(fresh, tmp_path):
+    config, ids, config_file = fresh
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter(
+            "Re: What is a therapist's job? I want you to answer!", "Please write back.\r\n",
+            sender="Dana <dana@example.org>", message_id="<dana-forged@example.net>",
+            extra_headers=f"In-Reply-To: {DANA_MESSAGE_ID}\r\nReply-To: mallory@example.net",
+        ), mail_from="mallory@example.net")
+        wait_for(lambda: all_processed(config, 4), message="the letter with a Reply-To")
+    reply_file = tmp_path / "reply.txt"
+    reply_file.write_text("Dear Dana,\n\nThank you.\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(config_file), "threads", "reply", str(ids["dana"]),
+                                       "--file", str(reply_file)])
+    assert result.exit_code == 0, result.output
+    assert "Warning: This reply would go to mallory@example.net, not to dana@example.org" in result.output
+    detail_db = open_database(config.storage.database)
+    try:
+        assert "mallory@example.net" in desk.thread_detail(detail_db, ids["dana"])["reply_warning"]
+    finally:
+        detail_db.close()
+
+
 # -- forget ------------------------------------------------------------------------------
 
 def every_row_mentioning(db_path: Path, needles: list[str]) -> list[tuple[str, str]]:
@@ -481,6 +522,29 @@ def test_forget_leaves_no_row_of_the_address_in_any_table(fresh):
     assert json.loads(run(config_file, "threads", "search", "kill", "--json").output) == []
     # Not even in the file's free pages or the WAL.
     for path in Path(db_path).parent.glob(Path(db_path).name + "*"):
+        assert b"sam.quill@example.net" not in path.read_bytes().lower(), path
+
+
+def test_forget_says_the_erasure_is_incomplete_while_a_reader_holds_a_snapshot(fresh):
+    config, ids, config_file = fresh
+    db_path = Path(config.storage.database)
+    reader = sqlite3.connect(db_path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()  # holds its snapshot until rollback
+    try:
+        result = run(config_file, "forget", "sam.quill@example.net", "--yes", "--wait", "0.3")
+        assert result.exit_code == 1, result.output
+        assert "the erasure is incomplete" in result.output
+        assert "run the same `mailer forget` command again" in result.output
+        files = [p.read_bytes().lower() for p in db_path.parent.glob(db_path.name + "*")]
+        assert any(b"sam.quill@example.net" in f for f in files), "the premise: Sam's words are still on disk"
+    finally:
+        reader.rollback()
+        reader.close()
+    again = run(config_file, "forget", "sam.quill@example.net", "--yes", "--wait", "5")
+    assert again.exit_code == 0, again.output
+    assert "Nothing in the archive belongs to sam.quill@example.net" in again.output
+    for path in db_path.parent.glob(db_path.name + "*"):
         assert b"sam.quill@example.net" not in path.read_bytes().lower(), path
 
 

@@ -523,3 +523,130 @@ def test_an_archived_subscription_thread_is_counted_and_listed_under_archived(tm
 def test_a_letter_thread_still_offers_draft_a_topic(logged_in, shared):
     _, ids = shared
     assert "Draft a topic" in logged_in.get(f"/threads/{ids['dana']}").text
+
+
+# -- sessions the server can end, and a login limit nobody can dodge or turn on the columnist ----
+
+def test_a_cookie_copied_before_logout_is_dead_for_pages_and_forms(shared):
+    config, ids = shared
+    with desk_client(config) as client:
+        log_in(client)
+        page = client.get("/")
+        copied_cookie, copied_csrf = client.cookies.get("mailer_desk"), csrf_of(page.text)
+        assert client.post("/logout", data={"csrf": copied_csrf}).status_code == 303
+    with desk_client(config) as thief:  # the same password and secret, even after a restart
+        thief.cookies.set("mailer_desk", copied_cookie)
+        assert thief.get("/").status_code == 303
+        assert thief.get(f"/threads/{ids['dana']}").status_code == 303
+        response = thief.post(f"/threads/{ids['dana']}/status", data={"status": "archived", "csrf": copied_csrf})
+        assert response.status_code == 403
+    assert rows(config.storage.database, "SELECT status FROM threads WHERE id = ?", [ids["dana"]])[0]["status"] != "archived"
+
+
+def test_log_out_everywhere_ends_every_browsers_login(shared):
+    config, _ = shared
+    with desk_client(config) as laptop, desk_client(config) as phone:
+        log_in(laptop)
+        log_in(phone)
+        assert laptop.get("/").status_code == 200 and phone.get("/").status_code == 200
+        page = phone.get("/")
+        assert 'name="everywhere"' in page.text
+        out = phone.post("/logout", data={"csrf": csrf_of(page.text), "everywhere": "1"})
+        assert out.status_code == 303
+        assert laptop.get("/").status_code == 303
+        assert phone.get("/").status_code == 303
+        assert log_in(laptop).status_code == 303 and laptop.get("/").status_code == 200
+
+
+def test_the_overall_limit_does_not_hold_back_a_known_client():
+    now = [1000.0]
+    limiter = LoginLimiter(per_client=3, overall=5, window_seconds=60, clock=lambda: now[0])
+    limiter.succeeded("192.0.2.1")  # the columnist's own address logged in earlier
+    for n in range(6):
+        limiter.failed(f"10.0.0.{n}")  # a stranger spread over many addresses
+    assert limiter.retry_after("10.0.0.99") > 0, "strangers wait"
+    assert limiter.retry_after("192.0.2.1") == 0, "the columnist's own client does not"
+    assert limiter.retry_after("198.51.100.7", known=True) == 0, "nor a browser that logged in before"
+    for _ in range(3):
+        limiter.failed("192.0.2.1")
+    assert limiter.retry_after("192.0.2.1") > 0, "its own failures still count"
+
+
+def test_a_browser_that_logged_in_before_gets_through_a_strangers_flood(shared):
+    config, _ = shared
+    with desk_client(config) as client:
+        log_in(client)
+        page = client.get("/")
+        client.post("/logout", data={"csrf": csrf_of(page.text)})
+        limiter = _limiter_of(client)
+        for n in range(limiter.overall):
+            limiter.failed(f"10.1.{n // 250}.{n % 250}")
+        assert log_in(client).status_code == 303
+    with desk_client(config) as stranger:
+        limiter = _limiter_of(stranger)
+        for n in range(limiter.overall):
+            limiter.failed(f"10.1.{n // 250}.{n % 250}")
+        assert log_in(stranger).status_code == 429
+
+
+def _limiter_of(client) -> LoginLimiter:
+    """The limiter of the app behind ``client`` (found through its middleware chain)."""
+    layer = client.app.middleware_stack
+    while layer is not None and not hasattr(layer, "state"):
+        layer = getattr(layer, "app", None)
+    return layer.state.limiter
+
+
+def test_a_forged_x_forwarded_for_does_not_reset_the_login_limit(tmp_path, monkeypatch):
+    import httpx
+
+    from conftest import free_port
+
+    monkeypatch.setenv("MAILER_DESK_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+    config = make_config(tmp_path, web={"enabled": True, "port": free_port()})
+    with BackgroundService(config):
+        base = f"http://127.0.0.1:{config.web.port}"
+        statuses = []
+        for n in range(6):
+            with httpx.Client(base_url=base, timeout=10) as browser:
+                token = csrf_of(browser.get("/login").text)
+                statuses.append(browser.post("/login", data={"password": "guess", "csrf": token},
+                                             headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code)
+    assert statuses == [401] * 5 + [429]
+
+
+def test_x_forwarded_for_counts_from_a_trusted_proxy(tmp_path, monkeypatch):
+    import httpx
+
+    from conftest import free_port
+
+    monkeypatch.setenv("MAILER_DESK_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+    config = make_config(tmp_path, web={"enabled": True, "port": free_port(), "trusted_proxies": "127.0.0.1"})
+    with BackgroundService(config):
+        base = f"http://127.0.0.1:{config.web.port}"
+        statuses = []
+        for forwarded in ["203.0.113.1"] * 6 + ["203.0.113.2"]:
+            with httpx.Client(base_url=base, timeout=10) as browser:
+                token = csrf_of(browser.get("/login").text)
+                statuses.append(browser.post("/login", data={"password": "guess", "csrf": token},
+                                             headers={"X-Forwarded-For": forwarded}).status_code)
+    assert statuses == [401] * 5 + [429, 401], "one client behind the proxy is limited, not the next"
+
+
+def test_the_reply_form_warns_when_the_reply_would_go_to_someone_else(fresh):
+    config, ids = fresh
+    with BackgroundService(config) as running:
+        send(running.smtp_port, letter(
+            "Re: What is a therapist's job? I want you to answer!", "Please write back.\r\n", sender="Dana <dana@example.org>",
+            message_id="<dana-replyto@example.net>", extra_headers="Reply-To: mallory@example.net",
+        ), mail_from="mallory@example.net")
+        wait_for(lambda: all_processed(config, 6), message="the letter with a Reply-To")
+    with desk_client(config) as client:
+        log_in(client)
+        page = client.get(f"/threads/{ids['dana']}")
+        assert page.status_code == 200
+        assert "This reply would go to mallory@example.net, not to dana@example.org" in html.unescape(page.text)
+        other = client.get(f"/threads/{ids['sam']}")
+        assert "This reply would go to" not in other.text

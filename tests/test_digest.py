@@ -207,6 +207,25 @@ def test_the_archived_copy_is_byte_for_byte_what_the_relay_got(tmp_path, smtp_si
                                        if m["rcpt_tos"] == ["reader00001@example.org"])
 
 
+def test_no_subscriber_can_name_another_subscribers_copy(tmp_path, smtp_sink):
+    config = smtp_config(tmp_path, smtp_sink)
+    add_topics(config, "2026-11-28")
+    add_subscribers(config, 2)
+    assert send_now(config, SteppingClock(MONDAY_8AM_NEW_YORK)).sent == 2
+    db = open_database(config.storage.database)
+    ids = {r["email"]: r["id"] for r in db.query("SELECT id, email FROM subscribers")}
+    db.close()
+    mine, theirs = (parsed(next(m for m in smtp_sink.messages if m["rcpt_tos"] == [a]))["Message-ID"]
+                    for a in ("reader00000@example.org", "reader00001@example.org"))
+    # What reader 0 can work out from their own copy: swap in the other's subscriber id.
+    local, domain = mine.strip("<>").split("@")
+    parts = local.split(".")  # digest.<digest id>.<subscriber id>...
+    assert parts[2] == str(ids["reader00000@example.org"])
+    parts[2] = str(ids["reader00001@example.org"])
+    guessed = f"<{'.'.join(parts)}@{domain}>"
+    assert guessed != theirs
+
+
 # -- what is new ------------------------------------------------------------------------------
 
 def test_only_topics_published_after_the_previous_digest_appear(tmp_path, smtp_sink):

@@ -207,6 +207,30 @@ def test_mail_to_the_unsubscribe_address_takes_effect_at_once_with_one_notice(tm
     assert len(notices) == 1 and "no more" in notices[0].get_body(("plain",)).get_content()
 
 
+def test_a_forged_from_does_not_unsubscribe_someone_else_but_asks_them(tmp_path):
+    config = make_config(tmp_path)
+    row, _ = _add_confirmed(config, "dana@example.org")
+    token = subs.unsubscribe_token(subs.token_key(config), row["id"])
+
+    def forged(message_id):
+        raw = letter("unsubscribe", "please\r\n", sender="Dana <dana@example.org>", to="unsubscribe@column.example",
+                     message_id=message_id)
+        assert send(running.smtp_port, raw, mail_from="mallory@example.net",
+                    rcpt_to=("unsubscribe@column.example",))[0] == 250
+        return message_id
+
+    with BackgroundService(config) as running:
+        first = handled(config, forged("<forged-1@example.net>"))
+        second = handled(config, forged("<forged-2@example.net>"))
+        asked = wait_for(lambda: maildir(config), message="the request to confirm")
+    assert subscriber(config)["status"] == "confirmed"
+    assert first["disposition"].startswith("not unsubscribed: envelope sender and From differ")
+    assert "already asked to confirm" in second["disposition"]
+    assert len(asked) == 1 and asked[0]["To"] == "dana@example.org"
+    text = asked[0].get_body(("plain",)).get_content()
+    assert f"/unsubscribe/{token}" in text and "nothing has changed yet" in text
+
+
 def _write_key_whose_token(config, subscriber_id: int, last_char_ok) -> None:
     """Pick the token key so that subscriber ``subscriber_id``'s token ends as wanted."""
     import secrets

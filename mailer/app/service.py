@@ -20,6 +20,7 @@ from mailer.inbound import acknowledgements
 from mailer.inbound.handling import Handler, PipelineContext
 from mailer.inbound.listener import LetterHandler, start_listener
 from mailer.inbound.pipeline import Pipeline
+from mailer.inbound.spf import SpfChecker
 from mailer.newsletter import bounces, commands
 from mailer.newsletter.scheduler import DigestScheduler
 from mailer.outbound.delivery import make_transport
@@ -177,6 +178,13 @@ def message_handlers() -> dict[str, Handler]:
     }
 
 
+def sender_check(config: Config) -> SpfChecker | None:
+    """The SPF checker for letters, or None when it is off or a front MTA checked already."""
+    if not config.spf.enabled or config.smtp.trusted_relay:
+        return None
+    return SpfChecker(config.spf)
+
+
 def build_components(service: Service) -> list[Component]:
     """The background parts of the service, in start order."""
     config = service.config
@@ -190,6 +198,7 @@ def build_components(service: Service) -> list[Component]:
         PipelineContext(config=config, templates=templates, clock=service.clock),
         handlers=message_handlers(),
         on_processed=outbox.wake,
+        sender_check=sender_check(config),
     )
     service.outbox = outbox
     service.pipeline = pipeline
@@ -204,7 +213,7 @@ def build_components(service: Service) -> list[Component]:
         service.web = WebServer(
             create_app(config, writer=service.writer, clock=service.clock, on_enqueued=outbox.wake,
                        listening=lambda: service.listening),
-            config.web.host, config.web.port,
+            config.web.host, config.web.port, trusted_proxies=config.web.trusted_proxies,
         )
         components.append(service.web)
     return components

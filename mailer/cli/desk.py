@@ -18,14 +18,18 @@ from mailer.clock import system_clock
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to wait for other readers before the erasure is reported incomplete.")
 @pass_context
-def forget(context: Context, email: str, yes: bool, dry_run: bool, as_json: bool) -> None:
+def forget(context: Context, email: str, yes: bool, dry_run: bool, as_json: bool, wait_seconds: float) -> None:
     """Erase everything of one correspondent, for good.
 
     Their letters and the column's replies (with the original bytes and
     their full-text index entries), their threads, outbox rows, and any
     subscriber records: every row of every table that holds the address.
-    Readers are entitled to this. It cannot be undone.
+    Readers are entitled to this. It cannot be undone. If another program
+    holds the archive open, old copies can stay in the write-ahead log: the
+    command then says the erasure is incomplete and exits with status 1.
     """
     db, config = context.db, context.config
     protected = config.own_addresses()
@@ -33,18 +37,23 @@ def forget(context: Context, email: str, yes: bool, dry_run: bool, as_json: bool
         plan = desk.forget(db, email, dry_run=True, protected=protected)
     except desk.DeskError as exc:
         raise click.ClickException(str(exc)) from None
-    if dry_run or not plan.total:
+    if dry_run:
         _report(plan, as_json)
         return
-    if not yes:
+    if plan.total and not yes:
         _report(plan, False, heading=f"This will permanently erase, for {plan.address}:")
         click.confirm("Erase all of it?", abort=True, err=True)
-    report = desk.forget(db, email, protected=protected)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images leave the WAL too
-    except Exception:  # noqa: BLE001 - busy with a reader: the next checkpoint does it
-        pass
+    if plan.total:
+        report = desk.forget(db, email, protected=protected)
+    else:
+        report, plan.dry_run = plan, False
     _report(report, as_json)
+    # Always, even when nothing is left: running forget again finishes an
+    # erasure that an earlier run could not flush out of the WAL.
+    try:
+        desk.flush_write_ahead_log(db, deadline_seconds=wait_seconds)
+    except desk.ErasureIncomplete as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _report(report: desk.ForgetReport, as_json: bool, heading: str | None = None) -> None:

@@ -189,7 +189,8 @@ def reply(context: Context, thread_id: int, text_file, yes: bool) -> None:
 
     The text is signed and threaded by the reply templates, archived in the
     thread and queued in the outbox (a running `mailer serve` delivers it);
-    the thread becomes "answered".
+    the thread becomes "answered". A warning is printed when the reply would
+    go (by the letter's Reply-To) to someone other than the thread's reader.
     """
     config, db = context.config, context.db
     templates = template_environment(config.templates_override())
@@ -203,6 +204,8 @@ def reply(context: Context, thread_id: int, text_file, yes: bool) -> None:
         text = _edit(detail)
         if text is None:
             raise click.ClickException("nothing written: no reply sent")
+    if detail["reply_warning"]:
+        click.echo(f"Warning: {detail['reply_warning']}", err=True)
     try:
         draft = desk.compose_reply(db, thread_id, text, config=config, templates=templates)
         if text_file is None and not yes:

@@ -3,13 +3,15 @@
 ``threads`` reads (the inbox, a thread, search) and files, ``replies``
 answers a reader, ``export`` hands out the original bytes, ``drafts`` turns a
 letter into an anonymised topic draft, ``forget`` erases a correspondent and
-``passwords`` guards the web desk. The names the faces use are offered here.
+``passwords`` and ``sessions`` guard the web desk. The names the faces use are offered here.
 """
 
 from mailer.desk.drafts import anonymize, archive_subject, topic_draft  # noqa: F401
 from mailer.desk.errors import DeskError, EmptyReply, NothingToAnswer, ThreadNotFound  # noqa: F401
 from mailer.desk.export import eml_name, export_eml, export_mbox, message_bytes  # noqa: F401
 from mailer.desk.forget import (  # noqa: F401
+    ErasureIncomplete,
+    flush_write_ahead_log,
     ForgetReport,
     forget,
     mentions,
@@ -24,6 +26,13 @@ from mailer.desk.passwords import (  # noqa: F401
     hash_password,
     parse_password_hash,
     verify_password,
+)
+from mailer.desk.sessions import (  # noqa: F401
+    SessionRegister,
+    new_session_id,
+    open_session,
+    revoke_all_sessions,
+    revoke_session,
 )
 from mailer.desk.replies import (  # noqa: F401
     Replied,

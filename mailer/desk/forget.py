@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -85,6 +86,55 @@ def forget(
     finally:
         db.execute(f"PRAGMA secure_delete = {int(previous)}")
     return report
+
+
+class ErasureIncomplete(DeskError):
+    """The rows are gone, but old copies of their pages are still in the write-ahead log."""
+
+
+def flush_write_ahead_log(db: sqlite_utils.Database, *, deadline_seconds: float = 10.0,
+                          clock=time.monotonic, pause=time.sleep) -> None:
+    """Copy the WAL into the database file and empty it, or raise ErasureIncomplete.
+
+    Deleted rows leave their old page images in ``mailer.db-wal`` until a
+    checkpoint has copied everything back and truncated it. SQLite reports a
+    checkpoint blocked by a reader's snapshot as a result row (busy = 1), not
+    as an error, so the row is checked and the checkpoint retried until the
+    deadline: a reader's snapshot usually lasts a moment.
+    """
+    end = clock() + max(0.0, deadline_seconds)
+    previous_timeout = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    try:
+        _checkpoint_until(db, end, clock, pause)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(previous_timeout)}")
+
+
+def _checkpoint_until(db: sqlite_utils.Database, end: float, clock, pause) -> None:
+    while True:
+        # TRUNCATE waits in SQLite's busy handler for readers to move on.
+        db.execute(f"PRAGMA busy_timeout = {max(0, int((end - clock()) * 1000))}")
+        try:
+            busy, log_frames, copied = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except Exception as exc:  # noqa: BLE001 - "database is locked" is the same story as busy
+            busy, reason = 1, str(exc)
+        else:
+            reason = f"{copied} of {log_frames} page(s) copied back" if log_frames >= 0 else "busy"
+        if not busy:
+            return
+        if clock() >= end:
+            raise ErasureIncomplete(
+                "the erasure is incomplete: the rows are deleted, but old copies of them are still in "
+                f"the database's write-ahead log ({_file_of(db)}-wal; "
+                f"{reason}) because another program is reading the archive. Stop `mailer serve` and any "
+                "other program that has the archive open, then run the same `mailer forget` command "
+                "again: it finishes the erasure."
+            )
+        pause(0.05)
+
+
+def _file_of(db: sqlite_utils.Database) -> str:
+    return db.execute("PRAGMA database_list").fetchone()[2]
 
 
 def normalize_address(address: str) -> str:

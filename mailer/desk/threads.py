@@ -120,6 +120,7 @@ def thread_detail(db: sqlite_utils.Database, thread_id: int) -> dict:
         "letter": letter,
         "reply_to": reply_address(letter) if letter else "",
         "reply_subject": reply_subject(letter["subject"]) if letter else "",
+        "reply_warning": reply_warning(thread, letter) if letter else None,
     }
 
 
@@ -186,6 +187,23 @@ def reply_address(letter: dict) -> str:
                 continue
             return candidate
     return ""
+
+
+def reply_warning(thread: dict, letter: dict) -> str | None:
+    """A warning when a reply would go to someone other than the thread's reader, else None.
+
+    Reply-To is whatever the sender wrote: a stranger's letter can ask for
+    the answer to a reader's thread to go to them.
+    """
+    recipient = reply_address(letter)
+    reader = (thread.get("correspondent") or "").casefold()
+    if not recipient or not reader:
+        return None
+    if recipient.strip().casefold() == reader:
+        return None
+    return (f"This reply would go to {recipient}, not to {reader}, the reader this thread belongs to "
+            "(the letter's Reply-To asks for it). Anyone can write a Reply-To: send only if you know "
+            "it is the same person.")
 
 
 #: Snippet markers: private-use characters no letter contains, so a match can

@@ -5,12 +5,19 @@ For every letter, in this order:
 1. Read it for signs of crisis; if there are any, flag the thread urgent
    (whatever happens next: the columnist must see it first).
 2. Decide whether an automatic answer may be sent at all (``policy``):
-   robots, lists, bounces and our own mail never get one.
+   robots, lists, bounces and our own mail never get one, and neither does
+   an envelope sender that SPF says is forged (``fail``, checked by the
+   pipeline before this handler runs: ``inbound/spf.py``).
 3. Keep to one acknowledgement per reader per ``once_per_days``. A letter in
    crisis is the exception: its reader gets the crisis resources even if we
    acknowledged an ordinary letter yesterday (at most one such a day).
-4. Pick the topics that fit the letter, render the templates, and queue the
-   acknowledgement in the letter's thread, in the same transaction.
+4. Keep to ``max_per_hour`` acknowledgements in all: past it, letters wait
+   for the columnist (a flood of forged senders cannot turn the column into
+   a mailer of strangers).
+5. Pick the topics that fit the letter, render the templates, and queue the
+   acknowledgement in the letter's thread, in the same transaction. The
+   reader's subject and name are quoted, cut to ``QUOTE_LIMIT`` characters,
+   so an acknowledgement never carries a sender's payload.
 
 The decision is returned as the letter's ``disposition`` and kept with it.
 """
@@ -42,6 +49,19 @@ from mailer.rules.autoreply import Letter, reason_not_to_answer
 
 #: A letter in crisis may bypass the weekly limit, but not more than this often.
 CRISIS_REPEAT = dt.timedelta(days=1)
+#: The most of a reader's subject or name an acknowledgement repeats.
+QUOTE_LIMIT = 100
+
+
+def quoted(text: str | None, limit: int = QUOTE_LIMIT) -> str:
+    """The reader's words on one line, cut at a word to at most ``limit`` characters (… marks a cut)."""
+    words = " ".join((text or "").split())
+    if len(words) <= limit:
+        return words
+    cut = words[: limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip() + "…"
 
 
 def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) -> str:
@@ -60,6 +80,11 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
     if reason:
         return f"not answered: {reason}"
 
+    verdict = json.loads(row["meta"] or "{}").get("spf") or {}
+    if verdict.get("result") == "fail":
+        return ("not answered: SPF fail: the envelope sender's domain does not allow the client that "
+                "sent it (a forged sender); kept for the columnist")
+
     recipient = row["mail_from"]
     correspondent = recipient.casefold()
     now = ctx.clock()
@@ -71,14 +96,23 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
         if days and _acknowledged_since(db, correspondent, now - dt.timedelta(days=days)):
             return f"not answered: already acknowledged this reader within {days} days"
 
+    cap = config.acknowledgements.max_per_hour
+    if cap and _acknowledgements_since(db, now - dt.timedelta(hours=1), cap) >= cap:
+        return (f"not answered: the cap of {cap} acknowledgements an hour (acknowledgements.max_per_hour) "
+                "is reached; kept for the columnist")
+
     chosen, fell_back = topics.topics_for_letter(
         db, row["subject"] or "", row["body_text"] or "", limit=config.acknowledgements.topics_per_letter
     )
-    reader_name = row["from_name"] if (row["from_addr"] or "").casefold() == correspondent else ""
+    reader_name = quoted(row["from_name"]) if (row["from_addr"] or "").casefold() == correspondent else ""
+    subject = quoted(row["subject"])
     body = render(ctx.templates, "acknowledgement", {
         "reader_name": reader_name,
         "greeting": greeting(reader_name),
-        "subject": row["subject"],
+        "name": reader_name,
+        "subject": subject,
+        # The reader's words, marked as theirs, for templates that quote them.
+        "subject_quoted": f"“{subject}”" if subject else "",
         "topics": chosen,
         "fell_back": fell_back,
         "crisis": assessment.urgent,
@@ -91,7 +125,7 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
         outgoing = Outgoing(
             sender=make_address(config.addresses.letters, config.column.name),
             recipient=make_address(recipient, reader_name),
-            subject=reply_subject(row["subject"]),
+            subject=reply_subject(subject),
             body=body,
             domain=config.smtp.domain,
             extra_headers=AUTO_REPLY_HEADERS,
@@ -123,6 +157,14 @@ def _acknowledged_since(db, correspondent: str, since: dt.datetime, *, crisis_on
         if not crisis_only or json.loads(meta or "{}").get("crisis"):
             return True
     return False
+
+
+def _acknowledgements_since(db, since: dt.datetime, cap: int) -> int:
+    """How many acknowledgements were queued since ``since`` (counting stops at ``cap``)."""
+    return db.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE kind = 'acknowledgement' AND direction = 'outbound' "
+        "AND created_at >= ? LIMIT ?)", [iso(since), cap],
+    ).fetchone()[0]
 
 
 def _add_meta(db, message_id: int, values: dict) -> None:

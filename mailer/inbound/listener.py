@@ -295,6 +295,7 @@ class LetterHandler:
             rcpt_tos=tuple(envelope.rcpt_tos),
             peer=_peer(session.peer),
             tls=_tls_version(session),
+            helo=str(session.host_name or ""),
         )
         kinds = [self.kinds[rcpt.casefold()] for rcpt in envelope.rcpt_tos]
         kind = "letter" if "letter" in kinds else kinds[0]

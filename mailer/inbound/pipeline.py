@@ -11,6 +11,7 @@ is still unprocessed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Callable
 
@@ -32,6 +33,25 @@ RETRY_SECONDS = 30.0
 #: time held incoming letters back half a second). Under a burst the
 #: acknowledgements fall behind and catch up afterwards (docs/performance.md).
 PER_TRANSACTION = 1
+
+#: Letters whose senders are checked (concurrently) ahead of handling.
+CHECK_AHEAD = 16
+
+
+def letters_to_check(db: sqlite_utils.Database, limit: int = CHECK_AHEAD) -> list[dict]:
+    """The next unhandled letters whose envelope sender has no SPF verdict yet."""
+    return list(db.query(
+        "SELECT id, peer, mail_from, meta FROM messages WHERE processed_at IS NULL AND direction = 'inbound' "
+        "AND kind = 'letter' AND json_extract(meta, '$.spf') IS NULL ORDER BY id LIMIT ?", [limit],
+    ))
+
+
+def record_verdicts(db: sqlite_utils.Database, verdicts: dict[int, dict]) -> None:
+    """Keep each letter's SPF verdict in its meta, where its handler reads it."""
+    for message_id, verdict in verdicts.items():
+        db.execute("UPDATE messages SET meta = json_set(meta, '$.spf', json(?)) WHERE id = ?",
+                   [json.dumps(verdict), message_id])
+
 
 def process_pending(
     db: sqlite_utils.Database, handlers: dict[str, Handler], ctx: PipelineContext, limit: int = 50
@@ -73,8 +93,11 @@ class Pipeline:
         *,
         handlers: dict[str, Handler],
         on_processed: Callable[[], None] | None = None,
+        sender_check=None,
     ) -> None:
         self.writer = writer
+        #: An SpfChecker (``inbound/spf.py``), or None when a front MTA checks SPF.
+        self.sender_check = sender_check
         self.ctx = ctx
         self.handlers = handlers
         self.on_processed = on_processed
@@ -101,6 +124,30 @@ class Pipeline:
         if self._task is not None:
             await self._task
 
+    async def _check_senders(self) -> None:
+        """SPF for the next letters, before they are handled, off the writer thread.
+
+        DNS can take seconds: the lookups run on worker threads, concurrently,
+        and only the verdicts go through the writer. A letter whose check
+        failed outright is handled without a verdict (as if unchecked).
+        """
+        if self.sender_check is None:
+            return
+        letters = await self.writer.run(letters_to_check)
+        if not letters:
+            return
+
+        def check(row: dict) -> dict:
+            helo = json.loads(row["meta"] or "{}").get("helo", "")
+            return self.sender_check.check(row["peer"], row["mail_from"], helo).as_meta()
+
+        results = await asyncio.gather(*(asyncio.to_thread(check, row) for row in letters),
+                                       return_exceptions=True)
+        verdicts = {row["id"]: r if isinstance(r, dict) else {"result": "temperror",
+                                                               "explanation": type(r).__name__}
+                    for row, r in zip(letters, results)}
+        await self.writer.run(record_verdicts, verdicts)
+
     async def _run(self) -> None:
         while True:
             try:
@@ -113,7 +160,10 @@ class Pipeline:
             if self._stopping:
                 return
             try:
-                while await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION):
+                while True:
+                    await self._check_senders()
+                    if not await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION):
+                        break
                     if self.on_processed:
                         self.on_processed()
                     if self._stopping:

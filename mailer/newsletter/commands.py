@@ -2,11 +2,16 @@
 
 These are pipeline handlers. A mail to ``subscribe@`` is either a reply that
 confirms a pending request or a new request; a mail to ``unsubscribe@``
-carries a token or comes from the subscriber's own address.
+carries a token or comes from the subscriber's own address: the envelope
+sender and the From header must agree, because a From header costs nothing to
+forge. When they differ and there is no token, the subscriber is asked by
+mail instead (a link that unsubscribes), at most once per
+``subscribers.confirmation_interval_hours``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import sqlite_utils
@@ -104,22 +109,22 @@ def _confirm_by_reply(db, row: dict, email: str, ctx: PipelineContext) -> str | 
 
 
 def handle_unsubscribe(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) -> str:
-    """A mail to the unsubscribe address: stop digests at once, then say so (to people only)."""
+    """A mail to the unsubscribe address: stop digests at once, then say so (to people only).
+
+    Acts on a valid token, or on a sender whose envelope and From agree;
+    otherwise the subscriber named is asked to confirm by mail.
+    """
     config = ctx.config
-    subscriber = None
-    for text in (row["subject"] or "", row["body_text"] or ""):
-        for token in UNSUBSCRIBE_IN_TEXT.findall(text):
-            subscriber_id = subscriber_for_unsubscribe_token(token_key(config), token)
-            if subscriber_id is not None:
-                subscriber = get_subscriber_by_id(db, subscriber_id)
-                break
-        if subscriber:
-            break
+    subscriber = _subscriber_by_token(db, row, ctx)
     if subscriber is None:
-        try:
-            subscriber = get_subscriber(db, normalize_email(row["from_addr"] or row["mail_from"]))
-        except InvalidAddress:
-            subscriber = None
+        envelope, header = _address_or_none(row["mail_from"]), _address_or_none(row["from_addr"])
+        if envelope is not None and header in (None, envelope):
+            subscriber = get_subscriber(db, envelope)
+        else:
+            named = [get_subscriber(db, a) for a in (header, envelope) if a is not None]
+            named = [s for s in named if s is not None]
+            if named:
+                return _ask_to_confirm(db, named[0], row, ctx)
     if subscriber is None:
         # Saying "you were never subscribed" would tell a stranger who is.
         return "kept: not from a subscriber and no valid unsubscribe token; nothing to do"
@@ -134,6 +139,47 @@ def handle_unsubscribe(db: sqlite_utils.Database, row: dict, ctx: PipelineContex
         return f"unsubscribed subscriber {subscriber['id']} (no notice: {reason})"
     notice = _send_notice(db, "notice_unsubscribed", subscriber["email"], row, ctx, {})
     return f"unsubscribed subscriber {subscriber['id']} ({notice})"
+
+
+def _subscriber_by_token(db, row: dict, ctx: PipelineContext) -> dict | None:
+    for text in (row["subject"] or "", row["body_text"] or ""):
+        for token in UNSUBSCRIBE_IN_TEXT.findall(text):
+            subscriber_id = subscriber_for_unsubscribe_token(token_key(ctx.config), token)
+            if subscriber_id is not None:
+                return get_subscriber_by_id(db, subscriber_id)
+    return None
+
+
+def _address_or_none(value: str | None) -> str | None:
+    try:
+        return normalize_email(value) if value else None
+    except InvalidAddress:
+        return None
+
+
+#: The kind of notice that asks a subscriber to confirm an unsubscribe someone else sent.
+CONFIRM_UNSUBSCRIBE = "notice_confirm_unsubscribe"
+
+
+def _ask_to_confirm(db, subscriber: dict, row: dict, ctx: PipelineContext) -> str:
+    """Mail the subscriber a link that unsubscribes, instead of acting on a sender we cannot trust."""
+    if subscriber["status"] == "unsubscribed":
+        return f"not answered: subscriber {subscriber['id']} had already unsubscribed"
+    hours = ctx.config.subscribers.confirmation_interval_hours
+    since = ctx.clock() - dt.timedelta(hours=hours)
+    recent = db.execute(
+        "SELECT 1 FROM messages WHERE kind = 'notice' AND correspondent = ? AND created_at > ? "
+        "AND json_extract(meta, '$.notice') = ? LIMIT 1",
+        [subscriber["email"], iso(since), CONFIRM_UNSUBSCRIBE],
+    ).fetchone()
+    if recent:
+        return (f"kept: envelope sender and From differ, no token; subscriber {subscriber['id']} was "
+                f"already asked to confirm within {hours:g} hours")
+    notice = _send_notice(db, CONFIRM_UNSUBSCRIBE, subscriber["email"], row, ctx, {
+        "unsubscribe_url": unsubscribe_url(ctx.config, unsubscribe_token(token_key(ctx.config), subscriber["id"])),
+    })
+    return (f"not unsubscribed: envelope sender and From differ and there is no token; asked subscriber "
+            f"{subscriber['id']} to confirm ({notice})")
 
 
 def _send_notice(db, template: str, email: str, request: dict, ctx: PipelineContext, extra: dict) -> str:

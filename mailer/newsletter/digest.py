@@ -4,7 +4,7 @@ Composing. A digest lists the topics published since the previous digest was
 composed (the first one: the last seven days). No new topics, no digest. The
 message is rendered *once* into a frame: the complete message with three
 markers where one subscriber's copy differs from the next (the address, the
-subscriber id in the Message-ID, and the unsubscribe token). Each copy is
+subscriber's id and secret tag in the Message-ID, and the unsubscribe token). Each copy is
 the frame with the markers replaced, so 100,000 copies cost one render and
 100,000 byte joins, and every copy of a digest carries the same Date.
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -142,11 +143,27 @@ class Frame:
         """The same copy as it goes on the wire inside DATA (dot-stuffed)."""
         return self._join(self._wire_parts, email_address, subscriber_id, token)
 
-    @staticmethod
-    def _join(parts, email_address: str, subscriber_id: int, token: str) -> bytes:
-        values = {"rcpt": email_address.encode("utf-8"), "subscriber": str(subscriber_id).encode("ascii"),
+    def _join(self, parts, email_address: str, subscriber_id: int, token: str) -> bytes:
+        values = {"rcpt": email_address.encode("utf-8"),
+                  "subscriber": copy_tag(self.markers, subscriber_id, token).encode("ascii"),
                   "token": token.encode("ascii")}
         return b"".join(values.get(p, p) if isinstance(p, str) else p for p in parts)
+
+
+def copy_tag(markers: Markers, subscriber_id: int, token: str) -> str:
+    """What stands for the subscriber in a copy's Message-ID: their id and a secret tag.
+
+    A reader who knows their own Message-ID must not be able to name anyone
+    else's copy (a letter "in reply to" it would otherwise join that
+    reader's thread). The tag is an HMAC keyed by the subscriber's
+    unsubscribe token (itself an HMAC under the column's token key) over
+    this digest's random marker: unguessable, different in every copy, and
+    the same every time the copy is made, so a resend after a crash and
+    :func:`archived_bytes` give the same bytes.
+    """
+    mac = hmac.new(token.encode("ascii"), b"mailer-digest-copy:" + markers.subscriber.encode("ascii"),
+                   hashlib.sha256).hexdigest()[:24]
+    return f"{subscriber_id}.{mac}"
 
 
 def digest_subject(config: Config, topics: list[dict]) -> str:

@@ -55,6 +55,8 @@ class Envelope:
     peer: str = ""
     #: The TLS version of the session ("TLSv1.3"), or "" if it came in clear.
     tls: str = ""
+    #: The name the client gave in HELO/EHLO (SPF checks a null sender by it).
+    helo: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def store_inbound(
     correspondent = (parsed.from_addr or envelope.mail_from or "").casefold()
     now = iso(clock())
     with db.atomic():
-        thread_id = _thread_for(db, parsed, correspondent, now, clock)
+        thread_id = _thread_for(db, parsed, correspondent, now, clock, own_thread_only=True)
         message_id = _insert(
             db, parsed, raw, sha,
             direction="inbound", kind=kind, created_at=now, correspondent=correspondent,
@@ -118,6 +120,7 @@ def store_inbound(
                 # Kept beside the message, not in a Received header: the
                 # archive holds the sender's bytes exactly.
                 **({"tls": envelope.tls} if envelope.tls else {}),
+                **({"helo": envelope.helo[:255]} if envelope.helo else {}),
             },
         )
         _touch_thread(db, thread_id, now, reopen=(kind == "letter"), letter=(kind == "letter"))
@@ -193,20 +196,28 @@ def _insert(db, parsed: ParsedMessage, raw: bytes, sha: str, **columns) -> int:
     return message_id
 
 
-def _thread_for(db, parsed: ParsedMessage, correspondent: str, now: str, clock: Clock) -> int:
+def _thread_for(db, parsed: ParsedMessage, correspondent: str, now: str, clock: Clock, *,
+                own_thread_only: bool = False) -> int:
     """Find the thread a message belongs to, or start one.
 
     First by the Message-IDs it answers (In-Reply-To, then References, newest
     first); when a reply lost those headers, by its normalised subject and
     correspondent within the last SUBJECT_FALLBACK_DAYS.
+
+    With ``own_thread_only`` (every inbound message) a reference counts only
+    into a thread of the same correspondent: Message-IDs are seen by others
+    (or guessed), and a stranger's letter "in reply to" someone else's
+    message must not land in that reader's thread, where the desk's answer
+    would follow it.
     """
     candidates = [parsed.in_reply_to] if parsed.in_reply_to else []
     candidates += list(reversed(parsed.references))
     for ref in candidates:
         row = db.execute(
-            "SELECT thread_id FROM messages WHERE message_id = ? ORDER BY id LIMIT 1", [ref]
+            "SELECT m.thread_id, t.correspondent FROM messages m JOIN threads t ON t.id = m.thread_id "
+            "WHERE m.message_id = ? ORDER BY m.id LIMIT 1", [ref]
         ).fetchone()
-        if row:
+        if row and (not own_thread_only or row[1] == correspondent):
             return row[0]
     key = normalize_subject(parsed.subject)
     if key and correspondent and has_reply_prefix(parsed.subject):

@@ -347,3 +347,20 @@ def _threads_has_letter(db: sqlite_utils.Database) -> None:
         # Statistics gathered before these indexes existed would leave the
         # planner guessing about them; the threads table is small to analyse.
         db.execute("ANALYZE threads")
+
+
+@migration(20, "desk_sessions: desk logins the server can end")
+def _desk_sessions(db: sqlite_utils.Database) -> None:
+    # A signed cookie alone cannot be taken back: a copy made before logout
+    # would keep working until it expired. The cookie names a row here, and
+    # logging out closes the row.
+    db.execute(
+        "CREATE TABLE desk_sessions (id TEXT PRIMARY KEY, opened_at TEXT NOT NULL, revoked_at TEXT) WITHOUT ROWID"
+    )
+
+
+@migration(21, "messages: acknowledgements by time, for the hourly cap")
+def _acknowledgements_by_time(db: sqlite_utils.Database) -> None:
+    # The cap counts the last hour's acknowledgements before each one; without
+    # this index that count would read every outbound message.
+    db.execute("CREATE INDEX messages_acknowledged ON messages (created_at) WHERE kind = 'acknowledgement'")

@@ -138,7 +138,7 @@ async def login_page(request: Request) -> Response:
     if not password.configured:
         return _login(request, password, next_path, status=503)
     client = _client(request)
-    wait = state.limiter.retry_after(client)
+    wait = state.limiter.retry_after(client, known=state.known(request.session))
     if wait > 0:
         minutes = max(1, round(wait / 60))
         return _login(request, password, next_path, status=429,
@@ -149,9 +149,13 @@ async def login_page(request: Request) -> Response:
         log.warning("failed desk login from %s", client)
         return _login(request, password, next_path, status=401, error="That password is not right.")
     state.limiter.succeeded(client)
+    session_id = desk.new_session_id()
+    await _write(request, desk.open_session, session_id=session_id, now=request.app.state.clock())
     session = request.session
     session.clear()  # a fresh session (and CSRF token) after login: no fixation
     session["desk"] = password.fingerprint
+    session["known"] = password.fingerprint
+    session["sid"] = session_id
     session["since"] = int(time.time())
     csrf_token(session)
     log.info("desk login from %s", client)
@@ -168,9 +172,21 @@ def _login(request: Request, password: DeskPassword, next_path: str, *, status: 
 
 
 async def logout(request: Request) -> Response:
-    """End the session."""
-    request.session.clear()
-    request.session["flash"] = "You are logged out."
+    """End this login on the server (or, with ``everywhere``, every login), then the cookie."""
+    form = await request.form()
+    session = request.session
+    now = request.app.state.clock()
+    if form.get("everywhere"):
+        await _write(request, desk.revoke_all_sessions, now=now)
+        flash = "You are logged out everywhere: every browser must log in again."
+    else:
+        await _write(request, desk.revoke_session, session_id=str(session.get("sid") or ""), now=now)
+        flash = "You are logged out."
+    known = session.get("known")
+    session.clear()
+    if known:
+        session["known"] = known  # the login limiter's overall cap still lets this browser try
+    session["flash"] = flash
     return RedirectResponse("/login", status_code=303)
 
 

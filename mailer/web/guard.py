@@ -17,8 +17,11 @@ this order:
 
 Sessions are Starlette's signed cookies (secret from ``web.secret_key_env``,
 else random per process, so a restart logs everyone out). A session is bound
-to the password it was opened with, so changing the password ends it. Login
-failures are counted per client address and overall, in memory.
+to the password it was opened with, so changing the password ends it, and it
+names a row of ``desk_sessions`` (``desk/sessions.py``) that logging out
+closes, so a copy of the cookie dies with it. Login failures are counted per
+client address and overall, in memory; the overall cap never holds back a
+client the desk already knows.
 
 Letters are hostile: templates autoescape every field, letter bodies are
 shown as text (HTML letters were turned into text when archived), and the
@@ -120,8 +123,12 @@ class DeskPassword:
 class LoginLimiter:
     """Failed logins allowed per client address and overall within a sliding window.
 
-    The overall limit stops a guesser spread over many addresses; its price
-    is that such an attack also locks the columnist out for the window.
+    The overall limit stops a guesser spread over many addresses. So that
+    such a guesser cannot lock the columnist out, it does not apply to a
+    *known* client: an address that logged in successfully within the
+    window, or a browser whose signed session shows an earlier login (the
+    caller says so with ``known=True``). The per-client limit applies to
+    everyone.
     """
 
     def __init__(self, *, per_client: int = 5, overall: int = 50, window_seconds: float = 900.0,
@@ -133,8 +140,9 @@ class LoginLimiter:
         self.max_clients = max_clients
         self._clients: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
         self._all: collections.deque = collections.deque()
+        self._known: collections.OrderedDict[str, float] = collections.OrderedDict()
 
-    def retry_after(self, client: str) -> float:
+    def retry_after(self, client: str, *, known: bool = False) -> float:
         """Seconds until ``client`` may try again (0 means now)."""
         now = self.clock()
         self._prune(self._all, now)
@@ -144,7 +152,7 @@ class LoginLimiter:
         waits = []
         if failures is not None and len(failures) >= self.per_client:
             waits.append(failures[0] + self.window - now)
-        if len(self._all) >= self.overall:
+        if len(self._all) >= self.overall and not (known or self._recently_succeeded(client, now)):
             waits.append(self._all[0] + self.window - now)
         return max(waits, default=0.0)
 
@@ -159,8 +167,16 @@ class LoginLimiter:
             self._clients.popitem(last=False)
 
     def succeeded(self, client: str) -> None:
-        """Forget a client's failures after it logged in."""
+        """Forget a client's failures after it logged in, and know it for the window."""
         self._clients.pop(client, None)
+        self._known.pop(client, None)
+        self._known[client] = self.clock()
+        while len(self._known) > self.max_clients:
+            self._known.popitem(last=False)
+
+    def _recently_succeeded(self, client: str, now: float) -> bool:
+        since = self._known.get(client)
+        return since is not None and since > now - self.window
 
     def _prune(self, stamps: collections.deque, now: float) -> None:
         while stamps and stamps[0] <= now - self.window:
@@ -169,21 +185,29 @@ class LoginLimiter:
 
 @dataclass
 class DeskState:
-    """What the guard and the routes share: the password, the limiter, session lifetime."""
+    """What the guard and the routes share: the password, open logins, the limiter, session lifetime."""
 
     password: DeskPassword
+    sessions: desk.SessionRegister
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     session_seconds: int = 12 * 3600
 
     def logged_in(self, session) -> bool:
-        """Whether ``session`` belongs to a login with the current password that has not expired."""
+        """Whether ``session`` is an open login with the current password that has not expired."""
         mark = session.get("desk")
         since = session.get("since")
         if not isinstance(mark, str) or not isinstance(since, (int, float)):
             return False
         if not hmac.compare_digest(mark, self.password.fingerprint):
             return False
-        return 0 <= time.time() - since < self.session_seconds
+        if not 0 <= time.time() - since < self.session_seconds:
+            return False
+        return self.sessions.is_open(session.get("sid"))
+
+    def known(self, session) -> bool:
+        """Whether this browser logged in with the current password before (signed, so unforgeable)."""
+        mark = session.get("known")
+        return isinstance(mark, str) and hmac.compare_digest(mark, self.password.fingerprint)
 
 
 def csrf_token(session) -> str:
@@ -327,7 +351,7 @@ def middleware(config: Config, environ=None) -> list:
         log.warning("no desk password is set (web.password_hash or $%s): the desk refuses logins",
                     config.web.password_env)
     session_seconds = max(60, int(config.web.session_hours * 3600))
-    state = DeskState(password, LoginLimiter(), session_seconds)
+    state = DeskState(password, desk.SessionRegister(config.storage.database), LoginLimiter(), session_seconds)
     return [
         Middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
                    max_age=session_seconds, same_site="strict", https_only=config.web.secure_cookies),

@@ -24,13 +24,19 @@ class _QuietServer(uvicorn.Server):
 class WebServer:
     """Service component: the web desk and public pages on ``[web] host:port``."""
 
-    def __init__(self, app, host: str, port: int) -> None:
+    def __init__(self, app, host: str, port: int, *, trusted_proxies: str = "") -> None:
         # log_config=None: uvicorn's own logging setup would give its loggers
         # their own handlers and format; without it their lines reach ours
         # (mailer/logs.py). The access log stays off: public URLs carry tokens.
+        # uvicorn believes X-Forwarded-For from loopback unless told otherwise,
+        # which would let anyone on the machine (or behind a careless proxy)
+        # pick the client address the login limiter counts: forwarded headers
+        # count only from the proxies the columnist named.
+        proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
         self.server = _QuietServer(uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="off",
             access_log=False, server_header=False, log_config=None,
+            proxy_headers=bool(proxies), forwarded_allow_ips=proxies or [],
         ))
         self._task: asyncio.Task | None = None
 
