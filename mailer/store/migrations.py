@@ -347,3 +347,23 @@ def _threads_has_letter(db: sqlite_utils.Database) -> None:
         # Statistics gathered before these indexes existed would leave the
         # planner guessing about them; the threads table is small to analyse.
         db.execute("ANALYZE threads")
+
+
+# -- the columnist's urgent / not-urgent corrections ---------------------------
+@migration(6, "crisis_labels: the columnist's urgent and not-urgent corrections")
+def _crisis_labels(db: sqlite_utils.Database) -> None:
+    # One row per correction: which letter (by its row, never a copy of its
+    # text), the label, what the detector had said, who and when. The foreign
+    # key is what lets `mailer forget` find these rows: erasing a reader's
+    # messages takes their labels with them.
+    for statement in (
+        "CREATE TABLE crisis_labels ("
+        " id INTEGER PRIMARY KEY,"
+        " message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,"
+        " label TEXT NOT NULL CHECK (label IN ('urgent', 'not-urgent')),"
+        " detector_urgent INTEGER NOT NULL CHECK (detector_urgent IN (0, 1)),"
+        " labelled_by TEXT NOT NULL DEFAULT '',"
+        " labelled_at TEXT NOT NULL)",
+        "CREATE INDEX crisis_labels_by_message ON crisis_labels (message_id, labelled_at)",
+    ):
+        db.execute(statement)
