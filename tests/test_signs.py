@@ -114,7 +114,8 @@ def test_a_means_with_a_farewell_is_a_crisis():
     letter = "I have the pills saved up. I just wanted someone to know before I do it."
     result = crisis.assess("", letter)
     assert result.urgent and "suicide" in result.signals
-    assert "means" in result.signs
+    # The saved-up pills are a means gathered: the preparation sign.
+    assert {"finality", "preparation"} <= set(result.signs)
 
 
 def test_a_hedge_does_not_cancel_a_sign():
