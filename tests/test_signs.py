@@ -70,9 +70,16 @@ def test_apostrophes_and_hyphens_are_read_the_same_way_in_phrase_and_letter():
 
 def test_a_number_placeholder_matches_digits_and_number_words():
     vocab = vocabulary(["{n} pills"])
-    assert found(vocab, "I have 40 pills saved")["test"] == ["40 pills"]
-    assert found(vocab, "about thirty pills")["test"] == ["thirty pills"]
+    assert found(vocab, "I have 40 pills saved")["test"] == ["40 pill"]
+    assert found(vocab, "about thirty pills")["test"] == ["thirty pill"]
     assert found(vocab, "my pills") == {}
+
+
+def test_inflections_and_fillers_do_not_hide_a_phrase():
+    vocab = vocabulary(["saved up my pills", "I want to die"])
+    assert found(vocab, "I've been saving up my pills")["test"] == ["sav up my pill"]
+    assert found(vocab, "I want to just die")["test"] == ["i want to just die"]
+    assert found(vocab, "I want to go and die") == {}
 
 
 def test_an_exclusion_hides_a_match_inside_it_and_only_in_its_own_category():

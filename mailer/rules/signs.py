@@ -43,9 +43,42 @@ _NUMBER_WORDS = frozenset(
 _END, _EXCLUDE = "\x00end", "\x00exclude"
 
 
+#: Words that hedge or intensify without changing what is said ("I just want
+#: to die", "I really can't go on"): inside a phrase, the letter may add them
+#: between its words and the phrase still matches.
+FILLERS = frozenset(
+    "just really actually honestly literally seriously simply truly totally kinda so very definitely".split()
+)
+
+
+def fold(word: str) -> str:
+    """One form for a word's inflections ("saved", "saving", "save": "sav"; "pills": "pill").
+
+    Deliberately light: plural -s/-es, -ed and -ing, and a final -e. Phrase
+    and letter are folded alike, so an exact match always still matches; the
+    folding only lets a phrase written in one tense meet a letter in another.
+    """
+    if len(word) <= 4 or not word.isalpha():
+        return word
+    stem = word
+    if word.endswith("ing") and len(word) >= 6:
+        stem = word[:-3]
+    elif word.endswith("ed") and not word.endswith("eed") and len(word) >= 5:
+        stem = word[:-2]
+    elif word.endswith("es") and len(word) >= 5 and not word.endswith(("ses", "xes")):
+        stem = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        stem = word[:-1]
+    if stem is not word and len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] not in "aeioulsz":
+        stem = stem[:-1]  # "cutting" -> "cut", "stopped" -> "stop"
+    if stem.endswith("e") and len(stem) >= 4:
+        stem = stem[:-1]
+    return stem
+
+
 def tokens_of(text: str) -> list[str]:
-    """The words of already-normalised ``text`` as the vocabulary sees them."""
-    return _WORD.findall(text.replace("'", ""))
+    """The words of already-normalised ``text`` as the vocabulary sees them, folded."""
+    return [fold(w) for w in _WORD.findall(text.replace("'", ""))]
 
 
 def _phrase_tokens(phrase: str) -> tuple[str, ...]:
@@ -102,6 +135,8 @@ class Vocabulary:
                 stack.append((child, at + 1))
             if NUMBER in node and _is_number(token):
                 stack.append((node[NUMBER], at + 1))
+            if token in FILLERS and node is not self._trie and child is None:
+                stack.append((node, at + 1))  # "I want to just die" reads as "I want to die"
 
     def matches(self, tokens: list[str]) -> dict[str, list[tuple[int, int]]]:
         """Per category, the (start, end) word spans of its phrases that count in ``tokens``."""
