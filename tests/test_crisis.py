@@ -31,7 +31,8 @@ def urgent(text: str, subject: str = "") -> bool:
 
 def test_direct_suicidal_statement_is_urgent():
     result = assess("", "I want to kill myself.")
-    assert result == CrisisAssessment(urgent=True, signals=("suicide",))
+    assert (result.urgent, result.signals) == (True, ("suicide",))
+    assert "suicidal-thoughts" in result.signs
 
 
 def test_passive_ideation_is_urgent():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import sys
 from pathlib import Path
 
@@ -247,3 +248,32 @@ def mark(context: Context, thread_id: int, status: str) -> None:
     except desk.DeskError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Thread {thread_id} is now {thread['status']}.")
+
+
+@threads.command("urgent")
+@click.argument("thread_id", type=int)
+@click.option("--by", default="", help="Who made the correction (default: the login name).")
+@pass_context
+def urgent(context: Context, thread_id: int, by: str) -> None:
+    """Flag a thread urgent: the reader may be in crisis (kept as a labelled example)."""
+    _label(context, thread_id, True, by)
+
+
+@threads.command("not-urgent")
+@click.argument("thread_id", type=int)
+@click.option("--by", default="", help="Who made the correction (default: the login name).")
+@pass_context
+def not_urgent(context: Context, thread_id: int, by: str) -> None:
+    """Clear a thread's urgent flag: no sign of crisis (kept as a labelled example)."""
+    _label(context, thread_id, False, by)
+
+
+def _label(context: Context, thread_id: int, is_urgent: bool, by: str) -> None:
+    who = by or f"cli:{getpass.getuser()}"
+    try:
+        row = desk.label_thread(context.db, thread_id, is_urgent, by=who, clock=system_clock)
+    except desk.DeskError as exc:
+        raise click.ClickException(str(exc)) from None
+    agreed = "agrees" if bool(row["detector_urgent"]) == is_urgent else "disagrees"
+    click.echo(f"Thread {thread_id} is now {'urgent' if is_urgent else 'not urgent'} "
+               f"(the detector {agreed}; kept as a labelled example).")

@@ -3,9 +3,11 @@
 ``threads`` reads (the inbox, a thread, search) and files, ``replies``
 answers a reader, ``export`` hands out the original bytes, ``drafts`` turns a
 letter into an anonymised topic draft, ``forget`` erases a correspondent and
-``passwords`` and ``sessions`` guard the web desk. The names the faces use are offered here.
+``passwords`` and ``sessions`` guard the web desk, ``corrections`` keeps the columnist's
+urgent / not-urgent judgements. The names the faces use are offered here.
 """
 
+from mailer.desk.corrections import LABELS, label_thread, labelled_letters  # noqa: F401
 from mailer.desk.drafts import anonymize, archive_subject, topic_draft  # noqa: F401
 from mailer.desk.errors import DeskError, EmptyReply, NothingToAnswer, ThreadNotFound  # noqa: F401
 from mailer.desk.export import eml_name, export_eml, export_mbox, message_bytes  # noqa: F401

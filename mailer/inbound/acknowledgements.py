@@ -116,6 +116,9 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
         "topics": chosen,
         "fell_back": fell_back,
         "crisis": assessment.urgent,
+        # The same flag under the name the desk uses, and the resources,
+        # which every acknowledgement may show (the detector can miss a letter).
+        "urgent": assessment.urgent,
         "crisis_resources": config.crisis.resources.strip(),
         "helplines": config.crisis,
         "letters_address": config.addresses.letters,

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from mailer.outbound.compose import LOOP_HEADER
+from mailer.rules import robots
 
 #: Local parts that belong to machines, not people (compared casefolded).
 _ROBOT_LOCAL_PARTS = re.compile(
@@ -21,6 +22,7 @@ _ROBOT_LOCAL_PARTS = re.compile(
       | listserv | majordomo | mailman | bounces? | bounce[-+.].* | .*[-+.]bounces?
       | no[-_.]?reply.* | do[-_.]?not[-_.]?reply.* | .*[-_.]no[-_.]?reply
       | owner-.* | .*-owner | .*-request | notifications? | auto[-_.]?reply.* | autoresponder
+      | sympa | listmaster | ecartis | lyris
     )$""",
     re.IGNORECASE | re.VERBOSE,
 )
@@ -39,6 +41,9 @@ class Letter:
     precedence: str | None
     headers: list[tuple[str, str]]
     is_delivery_report: bool
+    subject: str = ""
+    body_text: str = ""
+    attachments: tuple[dict, ...] = ()
 
     @classmethod
     def from_row(cls, row: dict) -> "Letter":
@@ -51,6 +56,9 @@ class Letter:
             precedence=row.get("precedence"),
             headers=[tuple(h) for h in json.loads(row.get("headers") or "[]")],
             is_delivery_report=bool(meta.get("delivery_report")),
+            subject=row.get("subject") or "",
+            body_text=row.get("body_text") or "",
+            attachments=tuple(json.loads(row.get("attachments") or "[]")),
         )
 
     def header(self, name: str) -> str | None:
@@ -64,8 +72,22 @@ def reason_not_to_answer(letter: Letter, *, own_addresses: frozenset[str], domai
     sender = letter.mail_from.strip()
     if not sender or sender == "<>":
         return "null reverse path (a bounce or system notice)"
+    # What is not a letter at all, by its content, whoever the envelope names.
+    content_type, params = robots.content_type_of(letter.headers)
+    reason = robots.report_reason(content_type, params)
+    if reason:
+        return reason
     if letter.is_delivery_report:
         return "delivery status report"
+    attachments = list(letter.attachments)
+    reason = (
+        robots.aggregate_report_reason(letter.subject, f"{sender} {letter.from_addr}", letter.headers, attachments)
+        or robots.forwarded_bounce_reason(letter.subject, letter.body_text, attachments)
+        or robots.list_notice_reason(letter.subject, letter.headers)
+        or robots.auto_reply_reason(letter.subject, letter.headers)
+    )
+    if reason:
+        return reason
     for address in {sender.casefold(), letter.from_addr.casefold()} - {""}:
         local, _, host = address.rpartition("@")
         if address in own_addresses or host == domain.casefold():
@@ -86,7 +108,4 @@ def reason_not_to_answer(letter: Letter, *, own_addresses: frozenset[str], domai
     suppress = (letter.header("x-auto-response-suppress") or "").lower()
     if any(token.strip() in _SUPPRESSING for token in suppress.split(",")):
         return "X-Auto-Response-Suppress asks for no automatic replies"
-    for name in ("x-autoreply", "x-autorespond", "x-auto-reply"):
-        if letter.header(name) is not None:
-            return f"itself an automatic reply ({name})"
     return None

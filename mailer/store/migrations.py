@@ -349,7 +349,27 @@ def _threads_has_letter(db: sqlite_utils.Database) -> None:
         db.execute("ANALYZE threads")
 
 
-@migration(20, "desk_sessions: desk logins the server can end")
+# -- the columnist's urgent / not-urgent corrections ---------------------------
+@migration(6, "crisis_labels: the columnist's urgent and not-urgent corrections")
+def _crisis_labels(db: sqlite_utils.Database) -> None:
+    # One row per correction: which letter (by its row, never a copy of its
+    # text), the label, what the detector had said, who and when. The foreign
+    # key is what lets `mailer forget` find these rows: erasing a reader's
+    # messages takes their labels with them.
+    for statement in (
+        "CREATE TABLE crisis_labels ("
+        " id INTEGER PRIMARY KEY,"
+        " message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,"
+        " label TEXT NOT NULL CHECK (label IN ('urgent', 'not-urgent')),"
+        " detector_urgent INTEGER NOT NULL CHECK (detector_urgent IN (0, 1)),"
+        " labelled_by TEXT NOT NULL DEFAULT '',"
+        " labelled_at TEXT NOT NULL)",
+        "CREATE INDEX crisis_labels_by_message ON crisis_labels (message_id, labelled_at)",
+    ):
+        db.execute(statement)
+
+
+@migration(7, "desk_sessions: desk logins the server can end")
 def _desk_sessions(db: sqlite_utils.Database) -> None:
     # A signed cookie alone cannot be taken back: a copy made before logout
     # would keep working until it expired. The cookie names a row here, and
@@ -359,7 +379,7 @@ def _desk_sessions(db: sqlite_utils.Database) -> None:
     )
 
 
-@migration(21, "messages: acknowledgements by time, for the hourly cap")
+@migration(8, "messages: acknowledgements by time, for the hourly cap")
 def _acknowledgements_by_time(db: sqlite_utils.Database) -> None:
     # The cap counts the last hour's acknowledgements before each one; without
     # this index that count would read every outbound message.

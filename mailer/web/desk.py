@@ -44,6 +44,7 @@ def routes() -> list:
         Route("/threads/{thread_id:int}", thread_page, methods=["GET"]),
         Route("/threads/{thread_id:int}/reply", reply_action, methods=["POST"]),
         Route("/threads/{thread_id:int}/status", status_action, methods=["POST"]),
+        Route("/threads/{thread_id:int}/urgent", urgent_action, methods=["POST"]),
         Route("/threads/{thread_id:int}/draft", draft_page, methods=["GET"]),
         Route("/threads/{thread_id:int}/draft.md", draft_download, methods=["GET"]),
         Route("/threads/{thread_id:int}/thread.mbox", mbox_download, methods=["GET"]),
@@ -279,6 +280,24 @@ async def status_action(request: Request) -> Response:
         request.session["flash"] = f"Thread {thread_id} archived."
         return RedirectResponse("/", status_code=303)
     request.session["flash"] = f"Thread {thread_id} marked {status}."
+    return RedirectResponse(f"/threads/{thread_id}", status_code=303)
+
+
+async def urgent_action(request: Request) -> Response:
+    """Mark the thread urgent or not urgent; the correction is kept as a labelled example."""
+    thread_id = request.path_params["thread_id"]
+    form = await request.form()
+    choice = str(form.get("urgent") or "")
+    if choice not in ("yes", "no"):
+        return _render(request, "error", status=400, message="Choose urgent (yes) or not urgent (no).")
+    try:
+        await _write(request, desk.label_thread, thread_id=thread_id, urgent=choice == "yes",
+                     by="web desk", clock=request.app.state.clock)
+    except desk.ThreadNotFound:
+        return _not_found(request, thread_id)
+    except desk.DeskError as exc:
+        return _render(request, "error", status=400, message=str(exc))
+    request.session["flash"] = f"Thread {thread_id} marked {'urgent' if choice == 'yes' else 'not urgent'}."
     return RedirectResponse(f"/threads/{thread_id}", status_code=303)
 
 

@@ -1,0 +1,180 @@
+"""The warning-sign vocabulary: which sign categories a letter's words contain.
+
+Each file in ``mailer/data/signs/`` is one category of warning sign (means,
+time, finality, burden, wish to die, danger from another person, ...) with
+the many ways readers say it, written from the lists crisis services publish
+(the 988 Lifeline, AFSP, the Columbia scale, Campbell's Danger Assessment,
+NSPCC guidance). A file has ``id``, ``label``, ``sources``, ``description``,
+``phrases`` and optional ``exclusions``; ``{n}`` in a phrase stands for a
+number ("30 pills", "thirty pills").
+
+Phrases are matched as whole words. Text and phrases are read the same way:
+apostrophes dropped ("don't" and "dont" are one word), every other
+non-word character a word break ("self-harm" is "self harm"). An exclusion
+is a phrase that is *not* the sign although it contains one ("see you
+tomorrow" is no time for an act); a match that lies inside an exclusion of
+its own category does not count. Exclusions never reach across categories.
+
+All phrases of all categories are kept in one trie of words, so a letter is
+read once, word by word, whatever the size of the vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SignCategory", "Vocabulary", "load_vocabulary", "tokens_of", "SIGNS_DIR"]
+
+SIGNS_DIR = Path(__file__).resolve().parent.parent / "data" / "signs"
+
+#: The placeholder for a number in a phrase.
+NUMBER = "{n}"
+_WORD = re.compile(r"\w+")
+_NUMBER_WORDS = frozenset(
+    "a an one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
+    "hundred hundreds dozen dozens few couple several".split()
+)
+# Trie node keys for the end of a phrase and of an exclusion.
+_END, _EXCLUDE = "\x00end", "\x00exclude"
+
+
+#: Words that hedge or intensify without changing what is said ("I just want
+#: to die", "I really can't go on"): inside a phrase, the letter may add them
+#: between its words and the phrase still matches.
+FILLERS = frozenset(
+    "just really actually honestly literally seriously simply truly totally kinda so very definitely".split()
+)
+
+
+def fold(word: str) -> str:
+    """One form for a word's inflections ("saved", "saving", "save": "sav"; "pills": "pill").
+
+    Deliberately light: plural -s/-es, -ed and -ing, and a final -e. Phrase
+    and letter are folded alike, so an exact match always still matches; the
+    folding only lets a phrase written in one tense meet a letter in another.
+    """
+    if len(word) <= 4 or not word.isalpha():
+        return word
+    stem = word
+    if word.endswith("ing") and len(word) >= 6:
+        stem = word[:-3]
+    elif word.endswith("ed") and not word.endswith("eed") and len(word) >= 5:
+        stem = word[:-2]
+    elif word.endswith("es") and len(word) >= 5 and not word.endswith(("ses", "xes")):
+        stem = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        stem = word[:-1]
+    if stem is not word and len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] not in "aeioulsz":
+        stem = stem[:-1]  # "cutting" -> "cut", "stopped" -> "stop"
+    if stem.endswith("e") and len(stem) >= 4:
+        stem = stem[:-1]
+    return stem
+
+
+def tokens_of(text: str) -> list[str]:
+    """The words of already-normalised ``text`` as the vocabulary sees them, folded."""
+    return [fold(w) for w in _WORD.findall(text.replace("'", ""))]
+
+
+def _phrase_tokens(phrase: str) -> tuple[str, ...]:
+    # "{n}" must survive the word split, so it is swapped for a word first.
+    words = tokens_of(phrase.casefold().replace(NUMBER, " zznumberzz "))
+    return tuple(NUMBER if w == "zznumberzz" else w for w in words)
+
+
+def _is_number(token: str) -> bool:
+    return token.isdigit() or token in _NUMBER_WORDS
+
+
+@dataclass(frozen=True)
+class SignCategory:
+    """One category of warning sign, as read from its data file."""
+
+    id: str
+    label: str
+    description: str
+    phrases: tuple[str, ...]
+    exclusions: tuple[str, ...]
+
+
+class Vocabulary:
+    """Every category's phrases in one trie of words: which categories does a text contain?"""
+
+    def __init__(self, categories: list[SignCategory]) -> None:
+        self.categories = tuple(categories)
+        self._trie: dict = {}
+        for category in categories:
+            for kind, phrases in ((_END, category.phrases), (_EXCLUDE, category.exclusions)):
+                for phrase in phrases:
+                    words = _phrase_tokens(phrase)
+                    if not words:
+                        continue  # an emoji or punctuation only: nothing a word match can find
+                    node = self._trie
+                    for word in words:
+                        node = node.setdefault(word, {})
+                    node.setdefault(kind, set()).add(category.id)
+
+    def _walk(self, tokens: list[str], start: int):
+        """Yield (kind, category ids, end) for every phrase that begins at ``start``."""
+        stack = [(self._trie, start)]
+        while stack:
+            node, at = stack.pop()
+            for kind in (_END, _EXCLUDE):
+                if kind in node:
+                    yield kind, node[kind], at
+            if at >= len(tokens):
+                continue
+            token = tokens[at]
+            child = node.get(token)
+            if child is not None:
+                stack.append((child, at + 1))
+            if NUMBER in node and _is_number(token):
+                stack.append((node[NUMBER], at + 1))
+            if token in FILLERS and node is not self._trie and child is None:
+                stack.append((node, at + 1))  # "I want to just die" reads as "I want to die"
+
+    def matches(self, tokens: list[str]) -> dict[str, list[tuple[int, int]]]:
+        """Per category, the (start, end) word spans of its phrases that count in ``tokens``."""
+        found: dict[str, list[tuple[int, int]]] = {}
+        excluded: dict[str, list[tuple[int, int]]] = {}
+        for start in range(len(tokens)):
+            if tokens[start] not in self._trie and not (NUMBER in self._trie and _is_number(tokens[start])):
+                continue
+            for kind, ids, end in self._walk(tokens, start):
+                target = found if kind == _END else excluded
+                for category in ids:
+                    target.setdefault(category, []).append((start, end))
+        result = {}
+        for category, spans in found.items():
+            blocked = excluded.get(category, ())
+            kept = [(s, e) for s, e in spans if not any(bs <= s and e <= be for bs, be in blocked)]
+            if kept:
+                result[category] = kept
+        return result
+
+
+def read_category(path: Path) -> SignCategory:
+    """Read one sign file; a missing key or a wrong type names the file and the key."""
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    for key, kind in (("id", str), ("label", str), ("phrases", list)):
+        if not isinstance(data.get(key), kind):
+            raise ValueError(f"{path.name}: '{key}' is missing or not a {kind.__name__}")
+    return SignCategory(
+        id=data["id"],
+        label=data["label"],
+        description=data.get("description", ""),
+        phrases=tuple(str(p) for p in data["phrases"]),
+        exclusions=tuple(str(p) for p in data.get("exclusions", ())),
+    )
+
+
+@functools.cache
+def load_vocabulary(directory: Path = SIGNS_DIR) -> Vocabulary:
+    """The vocabulary of every ``*.toml`` in ``directory``, read once per process."""
+    return Vocabulary([read_category(path) for path in sorted(directory.glob("*.toml"))])
