@@ -102,7 +102,8 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
                 "is reached; kept for the columnist")
 
     chosen, fell_back = topics.topics_for_letter(
-        db, row["subject"] or "", row["body_text"] or "", limit=config.acknowledgements.topics_per_letter
+        db, row["subject"] or "", row["body_text"] or "",
+        limit=config.acknowledgements.topics_per_letter, urgent=assessment.urgent,
     )
     reader_name = quoted(row["from_name"]) if (row["from_addr"] or "").casefold() == correspondent else ""
     subject = quoted(row["subject"])

@@ -384,3 +384,28 @@ def _acknowledgements_by_time(db: sqlite_utils.Database) -> None:
     # The cap counts the last hour's acknowledgements before each one; without
     # this index that count would read every outbound message.
     db.execute("CREATE INDEX messages_acknowledged ON messages (created_at) WHERE kind = 'acknowledgement'")
+
+
+# -- themes and labelled letters for topic matching ---------------------------
+@migration(9, "topics: themes and example letters; topic_examples: letters the columnist linked topics in")
+def _topic_themes_and_examples(db: sqlite_utils.Database) -> None:
+    # A topic's themes (JSON list of theme ids) as the columnist set them in
+    # the catalog ('[]': derived from the topic's text), and the example
+    # letters the catalog gives for it (JSON list of texts, the columnist's own).
+    #
+    # topic_examples is the desk's memory of its own choices: one row per
+    # letter and topic the columnist linked in a reply. It holds the letter's
+    # id, never its text, so forgetting the correspondent (which deletes the
+    # message) takes the row with it through the foreign key.
+    for statement in (
+        "ALTER TABLE topics ADD COLUMN themes TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE topics ADD COLUMN examples TEXT NOT NULL DEFAULT '[]'",
+        "CREATE TABLE topic_examples ("
+        "message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE, "
+        "slug TEXT NOT NULL, "
+        "source TEXT NOT NULL DEFAULT 'reply', "
+        "created_at TEXT NOT NULL, "
+        "PRIMARY KEY (message_id, slug))",
+        "CREATE INDEX topic_examples_by_slug ON topic_examples (slug)",
+    ):
+        db.execute(statement)

@@ -1,9 +1,10 @@
 """The column's catalog of published topics: reading it and keeping it.
 
-A topic is one published piece (slug, title, URL, summary, keywords, date).
-The catalog comes from a TOML file of ``[[topic]]`` tables, from Markdown
-files with a small front matter block, or from the column's RSS/Atom feed;
-importing any of them again updates the same rows in place.
+A topic is one published piece (slug, title, URL, summary, keywords, date),
+optionally with the themes the columnist files it under and example letters
+it answers. The catalog comes from a TOML file of ``[[topic]]`` tables, from
+Markdown files with a small front matter block, or from the column's RSS/Atom
+feed; importing any of them again updates the same rows in place.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlite_utils
 from mailer.clock import Clock, iso
 from mailer.store.parsing import html_to_text
 from mailer.topics.matching import forget_vocabulary
+from mailer.topics.themes import theme_names
 
 #: File suffixes read as each kind of catalog.
 TOML_SUFFIXES = (".toml",)
@@ -33,15 +35,16 @@ FEED_SUFFIXES = (".xml", ".rss", ".atom")
 FEED_TIMEOUT_SECONDS = 30
 FEED_MAX_BYTES = 20 * 1024 * 1024
 
-#: A topic needs at least this score to be linked as a match; below it the
-
+#: At most this many example letters per topic, each at most this long.
+MAX_EXAMPLES = 50
+MAX_EXAMPLE_CHARS = 20_000
 
 _REQUIRED = ("slug", "title", "url", "summary", "keywords", "published")
-_OPTIONAL = ("starter", "body")
+_OPTIONAL = ("starter", "body", "themes", "examples")
 _KNOWN = _REQUIRED + _OPTIONAL
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TOPIC_COLUMNS = ("slug", "title", "url", "summary", "keywords", "published",
+_TOPIC_COLUMNS = ("slug", "title", "url", "summary", "keywords", "themes", "published",
                   "starter", "source", "imported_at", "updated_at")
 
 
@@ -61,6 +64,10 @@ class Topic:
     published: str  # ISO date "YYYY-MM-DD"
     starter: bool = False
     body: str = ""
+    #: Theme ids the columnist chose (empty: derived from the topic's text).
+    themes: tuple[str, ...] = ()
+    #: Letters this topic answers, as the columnist wrote or chose them.
+    examples: tuple[str, ...] = ()
 
 
 
@@ -329,13 +336,41 @@ def _topic_from_mapping(data: dict, where: str) -> tuple[Topic | None, list[str]
     body = data.get("body", "")
     if not isinstance(body, str):
         problems.append(f"{where}: key 'body': expected text, got a {type(body).__name__}")
+    themes = _themes(data.get("themes", []), where, problems)
+    examples = _examples(data.get("examples", []), where, problems)
     if problems:
         return None, problems
     return Topic(
         slug=values["slug"], title=values["title"], url=values["url"],
         summary=values["summary"], keywords=values["keywords"], published=values["published"],
-        starter=starter, body=body.strip(),
+        starter=starter, body=body.strip(), themes=themes, examples=examples,
     ), []
+
+
+def _themes(value, where: str, problems: list[str]) -> tuple[str, ...]:
+    """The theme ids of a topic's ``themes`` key; unknown names are problems."""
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        problems.append(f"{where}: key 'themes': expected a list of theme names, got {value!r}")
+        return ()
+    known = theme_names()
+    chosen = tuple(dict.fromkeys(t.strip().lower() for t in value if t.strip()))
+    unknown = [t for t in chosen if t not in known]
+    if unknown:
+        problems.append(f"{where}: key 'themes': unknown theme {', '.join(map(repr, unknown))} "
+                        f"(known: {', '.join(sorted(known))})")
+    return chosen
+
+
+def _examples(value, where: str, problems: list[str]) -> tuple[str, ...]:
+    """The example letters of a topic's ``examples`` key."""
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        problems.append(f"{where}: key 'examples': expected a list of letters (text), got {value!r}")
+        return ()
+    if len(value) > MAX_EXAMPLES:
+        problems.append(f"{where}: key 'examples': {len(value)} letters; at most {MAX_EXAMPLES}")
+    if any(len(t) > MAX_EXAMPLE_CHARS for t in value):
+        problems.append(f"{where}: key 'examples': a letter is longer than {MAX_EXAMPLE_CHARS} characters")
+    return tuple(t.strip() for t in value if t.strip())
 
 
 def _as_date(value) -> str | None:
@@ -386,8 +421,8 @@ def import_topics(
 ) -> dict:
     """Add new topics and update changed ones in place, by slug; nothing is duplicated.
 
-    ``partial=True`` is for sources that say nothing about ``starter`` or
-    ``body`` (a feed): the stored values of those two are kept. Topics absent
+    ``partial=True`` is for sources that say nothing about ``starter``,
+    ``body``, ``themes`` or ``examples`` (a feed): the stored values are kept. Topics absent
     from ``topics`` are left alone. Returns counts: added, updated, unchanged.
     """
     counts = {"added": 0, "updated": 0, "unchanged": 0}
@@ -398,26 +433,28 @@ def import_topics(
         for topic in topics:
             row = _row(topic)
             existing = db.execute(
-                "SELECT title, url, summary, keywords, published, starter, body, source "
-                "FROM topics WHERE slug = ?", [topic.slug],
+                "SELECT title, url, summary, keywords, published, starter, body, themes, examples, "
+                "source FROM topics WHERE slug = ?", [topic.slug],
             ).fetchone()
             if existing is None:
                 db.execute(
                     "INSERT INTO topics (slug, title, url, summary, keywords, keywords_text, "
-                    "published, starter, body, source, imported_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "published, starter, body, themes, examples, source, imported_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [topic.slug, row["title"], row["url"], row["summary"], row["keywords"],
                      row["keywords_text"], row["published"], row["starter"], row["body"],
-                     source, now, now],
+                     row["themes"], row["examples"], source, now, now],
                 )
                 counts["added"] += 1
                 continue
             if partial:
                 row["starter"], row["body"] = existing[5], existing[6]
-            fields = ("title", "url", "summary", "keywords", "published", "starter", "body")
-            if tuple(row[f] for f in fields) == tuple(existing[:7]):
+                row["themes"], row["examples"] = existing[7], existing[8]
+            fields = ("title", "url", "summary", "keywords", "published", "starter", "body",
+                      "themes", "examples")
+            if tuple(row[f] for f in fields) == tuple(existing[:9]):
                 counts["unchanged"] += 1
-                if source and existing[7] != source:
+                if source and existing[9] != source:
                     db.execute("UPDATE topics SET source = ? WHERE slug = ?", [source, topic.slug])
                     moved = True
                 continue
@@ -425,10 +462,11 @@ def import_topics(
             # FTS triggers see the change.
             db.execute(
                 "UPDATE topics SET title = ?, url = ?, summary = ?, keywords = ?, keywords_text = ?, "
-                "published = ?, starter = ?, body = ?, source = ?, updated_at = ? WHERE slug = ?",
+                "published = ?, starter = ?, body = ?, themes = ?, examples = ?, source = ?, "
+                "updated_at = ? WHERE slug = ?",
                 [row["title"], row["url"], row["summary"], row["keywords"], row["keywords_text"],
-                 row["published"], row["starter"], row["body"], source or existing[7], now,
-                 topic.slug],
+                 row["published"], row["starter"], row["body"], row["themes"], row["examples"],
+                 source or existing[9], now, topic.slug],
             )
             counts["updated"] += 1
         if counts["added"] or counts["updated"] or moved:
@@ -449,6 +487,8 @@ def _row(topic: Topic) -> dict:
         "published": topic.published,
         "starter": 1 if topic.starter else 0,
         "body": topic.body,
+        "themes": json.dumps(list(topic.themes)),
+        "examples": json.dumps(list(topic.examples), ensure_ascii=False),
     }
 
 
@@ -456,6 +496,10 @@ def _as_dict(row: dict) -> dict:
     row = dict(row)
     row["keywords"] = json.loads(row["keywords"])
     row["starter"] = bool(row["starter"])
+    if "themes" in row:
+        row["themes"] = json.loads(row["themes"])
+    if "examples" in row:
+        row["examples"] = json.loads(row["examples"])
     return row
 
 

@@ -1,14 +1,24 @@
 """Which published topics fit a letter.
 
-Matching ranks topics against a letter with SQLite FTS5's bm25 over title,
-keywords and summary (see docs/relevance.md for how it was tuned and how
-well it does). When nothing fits, the acknowledgement links the column's
-*starter* topics rather than whatever scored least badly.
+A topic's score for a letter adds three kinds of evidence (docs/relevance.md
+has the method, the figures and the limits):
+
+* **words**: SQLite FTS5's bm25 over the topic's title, keywords and summary,
+  for the letter's most informative words;
+* **themes**: the phrases of each theme (``themes.py``) found in the letter,
+  times the share of that theme in the topic's profile;
+* **labelled letters**: the vote of the nearest letters the columnist linked
+  topics for, and of the catalog's example letters (``examples.py``).
+
+Topics scoring at least RELATIVE_FIT of the best one are linked; when the
+best scores below MIN_SCORE nothing fits, and the acknowledgement links the
+column's *starter* topics rather than whatever scored least badly.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 import tomllib
@@ -19,10 +29,26 @@ from importlib import resources
 
 import sqlite_utils
 
+from mailer.topics import examples as labelled
 from mailer.topics.stemmer import STOP_WORDS, WORD, _stem
+from mailer.topics.themes import theme_evidence, topic_profile
 
-#: letter gets the starters (calibrated on the bench, see docs/relevance.md).
+#: Below this score nothing fits a letter, and it gets the starters
+#: (calibrated on the development letters, see docs/relevance.md).
 MIN_SCORE = 1.5
+#: A topic is linked when it scores at least this share of the best topic.
+RELATIVE_FIT = 0.4
+#: How much one unit of theme evidence (one phrase of a theme the topic is
+#: wholly about) counts against one rare word's bm25.
+THEME_WEIGHT = 1.0
+#: Theme evidence is damped: log(1 + evidence) * THEME_SCALE, so a letter
+#: that names a theme ten times is not ten times as much about it.
+THEME_SCALE = 2.0
+#: How much a unanimous vote of the nearest labelled letters counts.
+EXAMPLE_WEIGHT = 3.0
+#: The themes of a letter in crisis: urgent letters get topics on these
+#: rather than the starters.
+URGENT_THEMES = ("distress", "low-mood", "loneliness", "grief")
 #: A word in the subject counts this much more than one use in the body.
 SUBJECT_WEIGHT = 2.0
 #: The column's word for what a reader describes counts this much of the reader's word.
@@ -40,8 +66,12 @@ MAX_REPEAT = 3
 MAX_POSTINGS = 600
 #: Only the first this-many characters of a letter are read.
 MAX_LETTER_CHARS = 20_000
-_STARTER_SLACK = 8
+#: Only the first this-many characters of a topic's body give it themes.
+MAX_BODY_CHARS = 4_000
+#: How many topics each kind of evidence proposes as candidates.
+CANDIDATES = 40
 _BM25_K1 = 1.2  # FTS5's constant
+
 
 @dataclass(frozen=True)
 class TopicMatch:
@@ -55,18 +85,8 @@ class TopicMatch:
     starter: bool
 
 
-
 # --------------------------------------------------------------------------
 # Matching letters to topics
-#
-# A letter is long and a topic is short, so the letter is turned into a
-# weighted query: its words minus stop words (a subject word counting more
-# than a body word), plus the column's words for what the reader describes
-# (mailer/data/synonyms.toml). The most informative terms (weight x idf) go to
-# FTS5, whose bm25 ranks topics on title, keywords and summary. A score is
-# that bm25 in units of the most one rare word can earn, so "3.0" means about
-# three distinctive words' worth of evidence, whatever the catalog's size.
-# docs/relevance.md has the method, the figures and the limits.
 
 
 def match_topics(
@@ -79,30 +99,39 @@ def match_topics(
 ) -> list[TopicMatch]:
     """The topics that fit a letter, best first; only those scoring ``min_score`` or more.
 
-    ``min_score`` defaults to MIN_SCORE; pass 0 to see every topic that
-    shares a word with the letter. May be empty.
+    ``min_score`` defaults to MIN_SCORE; pass 0 to see every topic with any
+    evidence (words, themes or labelled letters), ranked. May be empty.
     """
     threshold = MIN_SCORE if min_score is None else min_score
-    return [m for m in _ranked(db, subject, text, limit) if m.score >= threshold][:limit]
+    return [m for m in _ranked(db, subject, text) if m.score >= threshold][:limit]
 
 
 def topics_for_letter(
-    db: sqlite_utils.Database, subject: str, text: str, *, limit: int = 3
+    db: sqlite_utils.Database, subject: str, text: str, *, limit: int = 3, urgent: bool = False
 ) -> tuple[list[TopicMatch], bool]:
     """The topics to link in a letter's acknowledgement, and whether we fell back.
 
-    Good matches come first; when there are fewer than ``limit`` of them the
-    list is filled with the column's starter topics, oldest first (a starter
-    keeps the score it got, 0.0 if it shared no word with the letter). The
-    flag is True when no topic fitted at all, so the list is starters only
-    (and empty if the column marked none).
+    Every topic that fits is linked, best first, up to ``limit``: it fits when
+    it scores at least MIN_SCORE and at least RELATIVE_FIT of the best
+    topic's score. When nothing fits, the letter gets the column's starter
+    topics, oldest first (each keeps the score it got, 0.0 if none), and the
+    flag is True (the list is empty if the column marked no starters).
+
+    ``urgent`` is for a letter flagged as a reader in crisis: the catalog's
+    topics on URGENT_THEMES (distress, low mood, loneliness, grief) come
+    before the starters, strongest for this letter first, and fill any free
+    places after the topics that fit.
     """
     if limit <= 0:
         return [], False
-    ranked = _ranked(db, subject, text, limit)
-    chosen = [m for m in ranked if m.score >= MIN_SCORE][:limit]
+    ranked = _ranked(db, subject, text)
+    best = ranked[0].score if ranked else 0.0
+    chosen = ([m for m in ranked if m.score >= max(MIN_SCORE, RELATIVE_FIT * best)][:limit]
+              if best >= MIN_SCORE else [])
     fell_back = not chosen
-    if len(chosen) < limit:
+    if urgent and len(chosen) < limit:
+        chosen += _urgent_topics(db, ranked, {m.slug for m in chosen})[: limit - len(chosen)]
+    if fell_back and len(chosen) < limit:
         scores = {m.slug: m.score for m in ranked}
         taken = {m.slug for m in chosen}
         for slug, title, url, summary in db.execute(
@@ -112,35 +141,168 @@ def topics_for_letter(
                 break
             if slug not in taken:
                 chosen.append(TopicMatch(slug, title, url, summary, scores.get(slug, 0.0), True))
-    return chosen, fell_back
+    return chosen, fell_back and not any(not m.starter for m in chosen)
 
 
-def _ranked(db: sqlite_utils.Database, subject: str, text: str, limit: int) -> list[TopicMatch]:
-    """Topics sharing informative words with the letter, best first, with their scores."""
-    total, frequencies = _vocabulary(db)
-    query = _query(_letter_terms(subject, text), total, frequencies)
-    if not query:
+def _urgent_topics(db: sqlite_utils.Database, ranked: list[TopicMatch], taken: set[str]) -> list[TopicMatch]:
+    """The catalog's topics on URGENT_THEMES, not yet taken: best for this letter first."""
+    model = _catalog(db)
+    scores = {m.slug: m.score for m in ranked}
+    weight: dict[str, float] = {}
+    for theme_id in URGENT_THEMES:
+        for slug, share in model.by_theme.get(theme_id, ()):
+            if not model.topics[slug][3]:  # starters are the fallback anyway
+                weight[slug] = max(weight.get(slug, 0.0), share)
+    order = sorted((s for s in weight if s not in taken),
+                   key=lambda s: (-scores.get(s, 0.0), -weight[s], s))
+    found = []
+    for slug in order:
+        title, url, summary, starter = model.topics[slug][:4]
+        found.append(TopicMatch(slug, title, url, summary, scores.get(slug, 0.0), bool(starter)))
+    return found
+
+
+def _ranked(db: sqlite_utils.Database, subject: str, text: str) -> list[TopicMatch]:
+    """Every topic with any evidence for the letter, best first, with its score.
+
+    score = bm25 words + THEME_WEIGHT x sum over themes of (damped letter
+    evidence x the theme's share in the topic) + EXAMPLE_WEIGHT x the
+    neighbours' vote; a starter's score is then multiplied by STARTER_WEIGHT.
+    """
+    model = _catalog(db)
+    if not model.topics:
         return []
+    subject_stems, body_stems = letter_stems(subject, text)
+    words = _word_scores(db, _letter_terms(subject, text))
+    evidence = letter_themes(subject_stems, body_stems)
+    themes: dict[str, float] = {}
+    for theme_id, value in evidence.items():
+        damped = THEME_SCALE * math.log(1.0 + value)
+        for slug, share in model.by_theme.get(theme_id, ())[:CANDIDATES * 5]:
+            themes[slug] = themes.get(slug, 0.0) + damped * share
+    votes = model.vote(db).vote(_features(subject_stems + body_stems, evidence))
+    matches = []
+    for slug in set(words) | set(themes) | set(votes):
+        info = model.topics.get(slug)
+        if info is None:
+            continue
+        title, url, summary, starter = info[:4]
+        score = (words.get(slug, 0.0) + THEME_WEIGHT * themes.get(slug, 0.0)
+                 + EXAMPLE_WEIGHT * votes.get(slug, 0.0))
+        if starter:
+            # Starters are linked anyway when nothing fits; as a *match* they
+            # must win on their own evidence, not on "start" and "change".
+            score *= STARTER_WEIGHT
+        if score > 0:
+            matches.append(TopicMatch(slug, title, url, summary, round(score, 3), bool(starter)))
+    matches.sort(key=lambda m: (-m.score, m.slug))
+    return matches
+
+
+def _word_scores(db: sqlite_utils.Database, terms) -> dict[str, float]:
+    """{slug: bm25 in units of one rare word} for the topics sharing informative words."""
+    total, frequencies = _vocabulary(db)
+    query = _query(terms, total, frequencies)
+    if not query:
+        return {}
     rows = db.execute(
         "WITH hits AS (SELECT rowid, bm25(topics_fts, ?, ?, ?) AS rank FROM topics_fts "
         "WHERE topics_fts MATCH ? ORDER BY rank LIMIT ?) "
-        "SELECT t.slug, t.title, t.url, t.summary, t.starter, hits.rank "
-        "FROM hits JOIN topics t ON t.rowid = hits.rowid",
-        [*COLUMN_WEIGHTS, query, limit + _STARTER_SLACK],
+        "SELECT t.slug, hits.rank FROM hits JOIN topics t ON t.rowid = hits.rowid",
+        [*COLUMN_WEIGHTS, query, CANDIDATES],
     ).fetchall()
     # The most bm25 gives one word found in a single topic: scores are in
     # units of that, so they read the same for a catalog of 20 or 5,000.
     unit = _idf(total, 1) * (_BM25_K1 + 1)
-    matches = []
-    for slug, title, url, summary, starter, rank in rows:
-        score = -rank / unit
-        if starter:
-            # Starters are linked anyway when nothing fits; as a *match* they
-            # must win on their own words, not on "start" and "change".
-            score *= STARTER_WEIGHT
-        matches.append(TopicMatch(slug, title, url, summary, round(score, 3), bool(starter)))
-    matches.sort(key=lambda m: (-m.score, m.slug))
-    return matches
+    return {slug: -rank / unit for slug, rank in rows}
+
+
+def letter_stems(subject: str, text: str) -> tuple[list[str], list[str]]:
+    """Every word of the subject and of the reader's own words in the body, stemmed."""
+    return ([_stem(w) for w in _tokens(subject or "")],
+            [_stem(w) for w in _tokens(_letter_body(text or ""))])
+
+
+def letter_themes(subject_stems: list[str], body_stems: list[str]) -> dict[str, float]:
+    """The theme evidence of a letter: the body's, plus the subject's counted SUBJECT_WEIGHT times."""
+    evidence = theme_evidence(body_stems)
+    for theme_id, value in theme_evidence(subject_stems).items():
+        evidence[theme_id] = evidence.get(theme_id, 0.0) + SUBJECT_WEIGHT * value
+    return evidence
+
+
+def _features(stems: list[str], evidence: dict[str, float]) -> dict[str, float]:
+    """A letter for the neighbours' vote: its content stems (damped counts) and its themes."""
+    counts: dict[str, int] = {}
+    for stem in stems:
+        if len(stem) > 2 and stem not in STOP_WORDS and not stem.isdigit():
+            counts[stem] = counts.get(stem, 0) + 1
+    features = {stem: _damped(n) for stem, n in counts.items()}
+    for theme_id, value in evidence.items():
+        features["theme:" + theme_id] = 2.0 * math.log(1.0 + value)
+    return features
+
+
+def _letter_features(subject: str, text: str) -> dict[str, float]:
+    subject_stems, body_stems = letter_stems(subject, text)
+    return _features(subject_stems + body_stems, letter_themes(subject_stems, body_stems))
+
+
+@dataclass
+class _Catalog:
+    """What matching needs of the catalog, read once per change of the topics."""
+
+    #: slug -> (title, url, summary, starter, profile)
+    topics: dict[str, tuple]
+    #: theme id -> [(slug, share)], largest share first
+    by_theme: dict[str, list[tuple[str, float]]]
+    _vote: tuple | None = None
+
+    def vote(self, db: sqlite_utils.Database) -> labelled.NeighbourVote:
+        """The labelled letters' vote, rebuilt when the desk's labelled letters change."""
+        state = labelled.examples_state(db)
+        if self._vote is None or self._vote[0] != state:
+            letters = [(subject, text, slugs)
+                       for _, subject, text, slugs in labelled.labelled_letters(db)]
+            self._vote = (state, labelled.NeighbourVote.build(letters, _letter_features))
+        return self._vote[1]
+
+
+_CATALOGS: "weakref.WeakKeyDictionary[sqlite_utils.Database, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _catalog(db: sqlite_utils.Database) -> _Catalog:
+    """The topics with their theme profiles, kept per handle until the index changes."""
+    marker = db.execute("SELECT block FROM topics_fts_data WHERE id = 10").fetchone()
+    cached = _CATALOGS.get(db)
+    if cached is not None and marker is not None and cached[0] == marker[0]:
+        return cached[1]
+    topics: dict[str, tuple] = {}
+    by_theme: dict[str, list[tuple[str, float]]] = {}
+    for slug, title, url, summary, keywords, starter, body, chosen in db.execute(
+        "SELECT slug, title, url, summary, keywords, starter, body, themes FROM topics"
+    ):
+        fields = {
+            "title": [_stem(w) for w in _tokens(title)],
+            "keywords": [_stem(w) for w in _tokens(" , ".join(json.loads(keywords or "[]")))],
+            "summary": [_stem(w) for w in _tokens(summary)],
+            "body": [_stem(w) for w in _tokens((body or "")[:MAX_BODY_CHARS])],
+        }
+        profile = topic_profile(fields, tuple(json.loads(chosen or "[]")))
+        topics[slug] = (title, url, summary, bool(starter), profile)
+        for theme_id, share in profile.items():
+            by_theme.setdefault(theme_id, []).append((slug, share))
+    for entries in by_theme.values():
+        entries.sort(key=lambda e: (-e[1], e[0]))
+    model = _Catalog(topics, by_theme)
+    if marker is not None:
+        _CATALOGS[db] = (marker[0], model)
+    return model
+
+
+def topic_themes(db: sqlite_utils.Database) -> dict[str, dict[str, float]]:
+    """{slug: {theme: share}}: each topic's themes, as matching sees them."""
+    return {slug: dict(info[4]) for slug, info in _catalog(db).topics.items()}
 
 
 def _query(terms, total: int, frequencies: dict[str, int]) -> str:
@@ -205,8 +367,9 @@ def _vocabulary(db: sqlite_utils.Database) -> tuple[int, dict[str, int]]:
 
 
 def forget_vocabulary(db: sqlite_utils.Database) -> None:
-    """Drop the cached vocabulary of ``db``: the catalog is about to change."""
+    """Drop what is cached about the catalog of ``db``: the catalog is about to change."""
     _VOCABULARIES.pop(db, None)
+    _CATALOGS.pop(db, None)
 
 
 def letter_terms(subject: str, text: str) -> dict[str, float]:

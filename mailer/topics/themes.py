@@ -1,0 +1,155 @@
+"""Themes: what a letter is about, in the words readers use for it.
+
+A theme (worry, grief, a partner, money, ...) is a file in
+``mailer/data/themes/``: an id, a label, the public pages its vocabulary was
+written from, and hundreds of lowercase phrases readers use for it (bodily
+signs, situations, events, other people's words, feelings). A letter's text is
+scanned for those phrases, on stems, word for word, and each theme gets the
+evidence of the phrases found. Topics get a theme profile the same way from
+their own text, or from the ``themes`` the columnist sets in the catalog;
+matching (``matching.py``) compares the two.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+
+from mailer.topics.stemmer import STOP_WORDS, _stem
+
+#: A phrase of n words counts this much more, per extra word, than one word:
+#: "can't switch off my mind" says more than "mind".
+PHRASE_LENGTH_BONUS = 0.5
+#: A theme whose evidence in a topic's text is below this share of the
+#: topic's strongest theme is not part of its profile.
+PROFILE_CUTOFF = 0.35
+#: Where a topic's words come from, and how much each field counts.
+TOPIC_FIELD_WEIGHTS = {"title": 3.0, "keywords": 3.0, "summary": 1.5, "body": 0.5}
+
+
+@dataclass(frozen=True)
+class Theme:
+    """One theme: its id, a label for people, and how many phrases it holds."""
+
+    id: str
+    label: str
+    phrases: tuple[str, ...]
+    sources: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=1)
+def load_themes() -> dict[str, Theme]:
+    """Every theme in mailer/data/themes/, by id (read once)."""
+    folder = resources.files("mailer").joinpath("data/themes")
+    themes: dict[str, Theme] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".toml"):
+            continue
+        data = tomllib.loads(entry.read_text(encoding="utf-8"))
+        theme = parse_theme(data, entry.name)
+        themes[theme.id] = theme
+    return themes
+
+
+def parse_theme(data: dict, name: str) -> Theme:
+    """Validate one theme file's content; errors name the file and the key."""
+    theme_id = data.get("id")
+    if not isinstance(theme_id, str) or not theme_id.strip():
+        raise ValueError(f"themes/{name}: key 'id': expected a name like 'worry'")
+    if name.endswith(".toml") and name[:-5] != theme_id:
+        raise ValueError(f"themes/{name}: key 'id': {theme_id!r} does not match the file name")
+    phrases = data.get("phrases")
+    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+        raise ValueError(f"themes/{name}: key 'phrases': expected a list of phrases")
+    sources = data.get("sources") or []
+    return Theme(theme_id, str(data.get("label") or theme_id),
+                 tuple(dict.fromkeys(p.strip().lower() for p in phrases if p.strip())),
+                 tuple(str(s) for s in sources))
+
+
+def theme_names() -> frozenset[str]:
+    """The ids a catalog may name in a topic's ``themes``."""
+    return frozenset(load_themes())
+
+
+# A phrase is found by its first stem: {first stem: ((stems, theme, weight), ...)},
+# longest phrases first so that the longest match at a position wins.
+PhraseIndex = dict[str, tuple[tuple[tuple[str, ...], str, float], ...]]
+
+
+@functools.lru_cache(maxsize=1)
+def phrase_index() -> PhraseIndex:
+    """Every theme phrase, stemmed, indexed by its first stem, with its weight.
+
+    A phrase that several themes share counts for each, divided among them;
+    a single stop word is never a phrase.
+    """
+    from mailer.topics.stemmer import WORD
+
+    owners: dict[tuple[str, ...], set[str]] = {}
+    for theme in load_themes().values():
+        for phrase in theme.phrases:
+            words = WORD.findall(phrase)
+            if not words or (len(words) == 1 and words[0] in STOP_WORDS):
+                continue
+            owners.setdefault(tuple(_stem(w) for w in words), set()).add(theme.id)
+    index: dict[str, list] = {}
+    for stems, ids in owners.items():
+        weight = (1.0 + PHRASE_LENGTH_BONUS * (len(stems) - 1)) / len(ids)
+        for theme_id in sorted(ids):
+            index.setdefault(stems[0], []).append((stems, theme_id, weight))
+    return {first: tuple(sorted(entries, key=lambda e: -len(e[0])))
+            for first, entries in index.items()}
+
+
+def theme_evidence(stems: list[str]) -> dict[str, float]:
+    """How much a text, as a list of stems, speaks of each theme.
+
+    Each phrase found adds its weight; the same phrase found n times adds
+    1 + ln(n) times its weight, so a letter that says "tired" five times is
+    not five times as much about sleep. At each position only the longest
+    phrase of each theme counts.
+    """
+    index = phrase_index()
+    counts: dict[tuple[tuple[str, ...], str], list] = {}
+    for position, stem in enumerate(stems):
+        candidates = index.get(stem)
+        if not candidates:
+            continue
+        seen: set[str] = set()
+        for phrase, theme_id, weight in candidates:
+            if theme_id in seen:
+                continue
+            if len(phrase) == 1 or tuple(stems[position:position + len(phrase)]) == phrase:
+                seen.add(theme_id)
+                entry = counts.setdefault((phrase, theme_id), [0, weight])
+                entry[0] += 1
+    evidence: dict[str, float] = {}
+    for (_, theme_id), (n, weight) in counts.items():
+        evidence[theme_id] = evidence.get(theme_id, 0.0) + weight * (1.0 + math.log(n))
+    return evidence
+
+
+def topic_profile(fields: dict[str, list[str]], chosen: tuple[str, ...] = ()) -> dict[str, float]:
+    """A topic's themes, each with a share between 0 and 1.
+
+    ``chosen`` are the themes the columnist set in the catalog: they are the
+    profile (each 1.0), in the columnist's order. Otherwise the themes come
+    from the topic's own stems per field (title, keywords, summary, body,
+    weighted by TOPIC_FIELD_WEIGHTS), as shares of the strongest, keeping
+    those of at least PROFILE_CUTOFF.
+    """
+    if chosen:
+        return {theme_id: 1.0 for theme_id in chosen}
+    total: dict[str, float] = {}
+    for field, stems in fields.items():
+        for theme_id, value in theme_evidence(stems).items():
+            total[theme_id] = total.get(theme_id, 0.0) + TOPIC_FIELD_WEIGHTS.get(field, 1.0) * value
+    if not total:
+        return {}
+    strongest = max(total.values())
+    return {t: round(v / strongest, 3) for t, v in sorted(total.items(), key=lambda kv: -kv[1])
+            if v >= PROFILE_CUTOFF * strongest}
