@@ -117,7 +117,13 @@ class NeighbourVote:
         return cls([(v, s) for v, s in vectors if v], idf)
 
     def vote(self, letter: Features) -> dict[str, float]:
-        """{slug: share of the neighbours' similarity} for a letter's features (shares sum to 1)."""
+        """{slug: the neighbours' similarity summed per topic, over NEIGHBOURS} for a letter.
+
+        Each of the NEIGHBOURS most similar labelled letters (cosine, at
+        least MIN_SIMILARITY) votes for its topics with its similarity, so a
+        vote is between 0 (no similar letter) and 1 (that many identical
+        letters, all for one topic): weak likeness gives a weak vote.
+        """
         if not self.vectors or not letter:
             return {}
         fallback = math.log(1 + len(self.vectors))
@@ -130,12 +136,10 @@ class NeighbourVote:
                 scored.append((similarity, slugs))
         scored.sort(key=lambda s: -s[0])
         votes: dict[str, float] = {}
-        total = 0.0
         for similarity, slugs in scored[:NEIGHBOURS]:
-            total += similarity
             for slug in slugs:
-                votes[slug] = votes.get(slug, 0.0) + similarity
-        return {slug: v / total for slug, v in votes.items()} if total else {}
+                votes[slug] = votes.get(slug, 0.0) + similarity / NEIGHBOURS
+        return votes
 
 
 def _unit(vector: Features) -> Features:

@@ -18,6 +18,7 @@ column's *starter* topics rather than whatever scored least badly.
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import math
 import re
@@ -35,17 +36,15 @@ from mailer.topics.themes import theme_evidence, topic_profile
 
 #: Below this score nothing fits a letter, and it gets the starters
 #: (calibrated on the development letters, see docs/relevance.md).
-MIN_SCORE = 1.5
+MIN_SCORE = 2.0
 #: A topic is linked when it scores at least this share of the best topic.
-RELATIVE_FIT = 0.4
-#: How much one unit of theme evidence (one phrase of a theme the topic is
-#: wholly about) counts against one rare word's bm25.
+RELATIVE_FIT = 0.3
+#: How much a letter's theme evidence counts against one rare word's bm25.
+#: Evidence is damped, THEME_WEIGHT x ln(1 + evidence), so a letter that
+#: names a theme ten times is not ten times as much about it.
 THEME_WEIGHT = 1.0
-#: Theme evidence is damped: log(1 + evidence) * THEME_SCALE, so a letter
-#: that names a theme ten times is not ten times as much about it.
-THEME_SCALE = 2.0
 #: How much a unanimous vote of the nearest labelled letters counts.
-EXAMPLE_WEIGHT = 3.0
+EXAMPLE_WEIGHT = 2.0
 #: The themes of a letter in crisis: urgent letters get topics on these
 #: rather than the starters.
 URGENT_THEMES = ("distress", "low-mood", "loneliness", "grief")
@@ -103,7 +102,7 @@ def match_topics(
     evidence (words, themes or labelled letters), ranked. May be empty.
     """
     threshold = MIN_SCORE if min_score is None else min_score
-    return [m for m in _ranked(db, subject, text) if m.score >= threshold][:limit]
+    return [m for m in _ranked(db, subject, text, keep=max(limit, CANDIDATES)) if m.score >= threshold][:limit]
 
 
 def topics_for_letter(
@@ -162,40 +161,40 @@ def _urgent_topics(db: sqlite_utils.Database, ranked: list[TopicMatch], taken: s
     return found
 
 
-def _ranked(db: sqlite_utils.Database, subject: str, text: str) -> list[TopicMatch]:
-    """Every topic with any evidence for the letter, best first, with its score.
+def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CANDIDATES) -> list[TopicMatch]:
+    """The ``keep`` topics with the most evidence for the letter, best first, with their scores.
 
-    score = bm25 words + THEME_WEIGHT x sum over themes of (damped letter
-    evidence x the theme's share in the topic) + EXAMPLE_WEIGHT x the
-    neighbours' vote; a starter's score is then multiplied by STARTER_WEIGHT.
+    score = bm25 words + THEME_WEIGHT x sum over themes of (ln(1 + the
+    letter's evidence) x the theme's share in the topic) + EXAMPLE_WEIGHT x
+    the neighbours' vote; a starter's score is then multiplied by
+    STARTER_WEIGHT. Topics with no evidence at all are left out.
     """
     model = _catalog(db)
     if not model.topics:
         return []
     subject_stems, body_stems = letter_stems(subject, text)
-    words = _word_scores(db, _letter_terms(subject, text))
+    scores = _word_scores(db, _letter_terms(subject, text))
     evidence = letter_themes(subject_stems, body_stems)
-    themes: dict[str, float] = {}
     for theme_id, value in evidence.items():
-        damped = THEME_SCALE * math.log(1.0 + value)
+        damped = THEME_WEIGHT * math.log(1.0 + value)
         for slug, share in model.by_theme.get(theme_id, ())[:CANDIDATES * 5]:
-            themes[slug] = themes.get(slug, 0.0) + damped * share
+            scores[slug] = scores.get(slug, 0.0) + damped * share
     votes = model.vote(db).vote(_features(subject_stems + body_stems, evidence))
-    matches = []
-    for slug in set(words) | set(themes) | set(votes):
-        info = model.topics.get(slug)
-        if info is None:
-            continue
-        title, url, summary, starter = info[:4]
-        score = (words.get(slug, 0.0) + THEME_WEIGHT * themes.get(slug, 0.0)
-                 + EXAMPLE_WEIGHT * votes.get(slug, 0.0))
-        if starter:
+    for slug, vote in votes.items():
+        scores[slug] = scores.get(slug, 0.0) + EXAMPLE_WEIGHT * vote
+    for slug in model.starters:
+        if slug in scores:
             # Starters are linked anyway when nothing fits; as a *match* they
             # must win on their own evidence, not on "start" and "change".
-            score *= STARTER_WEIGHT
-        if score > 0:
-            matches.append(TopicMatch(slug, title, url, summary, round(score, 3), bool(starter)))
-    matches.sort(key=lambda m: (-m.score, m.slug))
+            scores[slug] *= STARTER_WEIGHT
+    best = heapq.nsmallest(keep, (slug for slug, score in scores.items() if score > 0),
+                           key=lambda slug: (-scores[slug], slug))
+    matches = []
+    for slug in best:
+        if slug not in model.topics:  # imported since the catalog was read
+            continue
+        title, url, summary, starter = model.topics[slug][:4]
+        matches.append(TopicMatch(slug, title, url, summary, round(scores[slug], 3), starter))
     return matches
 
 
@@ -256,6 +255,8 @@ class _Catalog:
     topics: dict[str, tuple]
     #: theme id -> [(slug, share)], largest share first
     by_theme: dict[str, list[tuple[str, float]]]
+    #: the slugs of the starter topics
+    starters: frozenset[str] = frozenset()
     _vote: tuple | None = None
 
     def vote(self, db: sqlite_utils.Database) -> labelled.NeighbourVote:
@@ -294,7 +295,7 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
             by_theme.setdefault(theme_id, []).append((slug, share))
     for entries in by_theme.values():
         entries.sort(key=lambda e: (-e[1], e[0]))
-    model = _Catalog(topics, by_theme)
+    model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]))
     if marker is not None:
         _CATALOGS[db] = (marker[0], model)
     return model

@@ -22,7 +22,11 @@ from mailer.topics.stemmer import STOP_WORDS, _stem
 
 #: A phrase of n words counts this much more, per extra word, than one word:
 #: "can't switch off my mind" says more than "mind".
-PHRASE_LENGTH_BONUS = 0.5
+PHRASE_LENGTH_BONUS = 1.0
+#: A *mention* (a theme file's ``mentions``: "my husband", "kids", "money")
+#: says who or what is in a letter more than what it is about; it counts
+#: this much of a one-word phrase.
+MENTION_WEIGHT = 0.25
 #: A theme whose evidence in a topic's text is below this share of the
 #: topic's strongest theme is not part of its profile.
 PROFILE_CUTOFF = 0.35
@@ -38,6 +42,7 @@ class Theme:
     label: str
     phrases: tuple[str, ...]
     sources: tuple[str, ...]
+    mentions: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,10 +69,14 @@ def parse_theme(data: dict, name: str) -> Theme:
     phrases = data.get("phrases")
     if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
         raise ValueError(f"themes/{name}: key 'phrases': expected a list of phrases")
+    mentions = data.get("mentions", [])
+    if not isinstance(mentions, list) or not all(isinstance(p, str) for p in mentions):
+        raise ValueError(f"themes/{name}: key 'mentions': expected a list of words")
     sources = data.get("sources") or []
     return Theme(theme_id, str(data.get("label") or theme_id),
                  tuple(dict.fromkeys(p.strip().lower() for p in phrases if p.strip())),
-                 tuple(str(s) for s in sources))
+                 tuple(str(s) for s in sources),
+                 tuple(dict.fromkeys(p.strip().lower() for p in mentions if p.strip())))
 
 
 def theme_names() -> frozenset[str]:
@@ -75,34 +84,36 @@ def theme_names() -> frozenset[str]:
     return frozenset(load_themes())
 
 
-# A phrase is found by its first stem: {first stem: ((stems, theme, weight), ...)},
-# longest phrases first so that the longest match at a position wins.
-PhraseIndex = dict[str, tuple[tuple[tuple[str, ...], str, float], ...]]
+# A phrase is found by its first stem: {first stem: {length: {stems: ((theme, weight), ...)}}},
+# so each position of a text costs one lookup per phrase length, not one per phrase.
+PhraseIndex = dict[str, dict[int, dict[tuple[str, ...], tuple[tuple[str, float], ...]]]]
 
 
 @functools.lru_cache(maxsize=1)
 def phrase_index() -> PhraseIndex:
-    """Every theme phrase, stemmed, indexed by its first stem, with its weight.
+    """Every theme phrase and mention, stemmed, indexed by first stem and length, with weights.
 
     A phrase that several themes share counts for each, divided among them;
     a single stop word is never a phrase.
     """
     from mailer.topics.stemmer import WORD
 
-    owners: dict[tuple[str, ...], set[str]] = {}
+    owners: dict[tuple[str, ...], dict[str, float]] = {}
     for theme in load_themes().values():
-        for phrase in theme.phrases:
-            words = WORD.findall(phrase)
-            if not words or (len(words) == 1 and words[0] in STOP_WORDS):
-                continue
-            owners.setdefault(tuple(_stem(w) for w in words), set()).add(theme.id)
-    index: dict[str, list] = {}
-    for stems, ids in owners.items():
-        weight = (1.0 + PHRASE_LENGTH_BONUS * (len(stems) - 1)) / len(ids)
-        for theme_id in sorted(ids):
-            index.setdefault(stems[0], []).append((stems, theme_id, weight))
-    return {first: tuple(sorted(entries, key=lambda e: -len(e[0])))
-            for first, entries in index.items()}
+        for phrases, scale in ((theme.mentions, MENTION_WEIGHT), (theme.phrases, 1.0)):
+            for phrase in phrases:
+                words = WORD.findall(phrase)
+                if not words or (len(words) == 1 and words[0] in STOP_WORDS):
+                    continue
+                stems = tuple(_stem(w) for w in words)
+                weight = scale * (1.0 + PHRASE_LENGTH_BONUS * (len(stems) - 1))
+                owners.setdefault(stems, {})[theme.id] = weight
+    index: PhraseIndex = {}
+    for stems, weights in owners.items():
+        shared = tuple((theme_id, weights[theme_id] / len(weights)) for theme_id in sorted(weights))
+        index.setdefault(stems[0], {}).setdefault(len(stems), {})[stems] = shared
+    # Longest first, so that the longest phrase at a position wins.
+    return {first: dict(sorted(by_length.items(), reverse=True)) for first, by_length in index.items()}
 
 
 def theme_evidence(stems: list[str]) -> dict[str, float]:
@@ -116,17 +127,17 @@ def theme_evidence(stems: list[str]) -> dict[str, float]:
     index = phrase_index()
     counts: dict[tuple[tuple[str, ...], str], list] = {}
     for position, stem in enumerate(stems):
-        candidates = index.get(stem)
-        if not candidates:
+        by_length = index.get(stem)
+        if not by_length:
             continue
         seen: set[str] = set()
-        for phrase, theme_id, weight in candidates:
-            if theme_id in seen:
-                continue
-            if len(phrase) == 1 or tuple(stems[position:position + len(phrase)]) == phrase:
-                seen.add(theme_id)
-                entry = counts.setdefault((phrase, theme_id), [0, weight])
-                entry[0] += 1
+        for length, phrases in by_length.items():
+            key = tuple(stems[position:position + length])
+            for theme_id, weight in phrases.get(key, ()):
+                if theme_id not in seen:
+                    seen.add(theme_id)
+                    entry = counts.setdefault((key, theme_id), [0, weight])
+                    entry[0] += 1
     evidence: dict[str, float] = {}
     for (_, theme_id), (n, weight) in counts.items():
         evidence[theme_id] = evidence.get(theme_id, 0.0) + weight * (1.0 + math.log(n))
