@@ -36,13 +36,13 @@ from mailer.topics.themes import theme_evidence, topic_profile
 
 #: Below this score nothing fits a letter, and it gets the starters
 #: (calibrated on the development letters, see docs/relevance.md).
-MIN_SCORE = 2.0
+MIN_SCORE = 2.4
 #: A topic is linked when it scores at least this share of the best topic.
-RELATIVE_FIT = 0.3
+RELATIVE_FIT = 0.25
 #: How much a letter's theme evidence counts against one rare word's bm25.
 #: Evidence is damped, THEME_WEIGHT x ln(1 + evidence), so a letter that
 #: names a theme ten times is not ten times as much about it.
-THEME_WEIGHT = 1.0
+THEME_WEIGHT = 2.0
 #: How much a unanimous vote of the nearest labelled letters counts.
 EXAMPLE_WEIGHT = 2.0
 #: The themes of a letter in crisis: urgent letters get topics on these

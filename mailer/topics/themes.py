@@ -27,6 +27,12 @@ PHRASE_LENGTH_BONUS = 1.0
 #: says who or what is in a letter more than what it is about; it counts
 #: this much of a one-word phrase.
 MENTION_WEIGHT = 0.25
+#: A content word of a theme's phrases, found alone in a letter, counts this
+#: much times the share of the theme's phrases among all phrases that hold
+#: it ("passed" from "since she passed"); 0 turns words-of-phrases off.
+WORD_WEIGHT = 0.6
+#: ... but only when at least this share of those phrases is one theme's.
+WORD_MIN_SHARE = 0.6
 #: A theme whose evidence in a topic's text is below this share of the
 #: topic's strongest theme is not part of its profile.
 PROFILE_CUTOFF = 0.35
@@ -116,31 +122,59 @@ def phrase_index() -> PhraseIndex:
     return {first: dict(sorted(by_length.items(), reverse=True)) for first, by_length in index.items()}
 
 
+@functools.lru_cache(maxsize=1)
+def word_index() -> dict[str, tuple[str, float]]:
+    """{content stem: (theme, share)} for words that mostly belong to one theme's phrases."""
+    from mailer.topics.stemmer import WORD
+
+    counts: dict[str, dict[str, int]] = {}
+    for theme in load_themes().values():
+        for phrase in theme.phrases:
+            for stem in {_stem(w) for w in WORD.findall(phrase)}:
+                if len(stem) > 2 and stem not in STOP_WORDS and not stem.isdigit():
+                    counts.setdefault(stem, {}).setdefault(theme.id, 0)
+                    counts[stem][theme.id] += 1
+    index = {}
+    for stem, by_theme in counts.items():
+        theme_id, n = max(by_theme.items(), key=lambda kv: (kv[1], kv[0]))
+        share = n / sum(by_theme.values())
+        if share >= WORD_MIN_SHARE:
+            index[stem] = (theme_id, share)
+    return index
+
+
 def theme_evidence(stems: list[str]) -> dict[str, float]:
     """How much a text, as a list of stems, speaks of each theme.
 
     Each phrase found adds its weight; the same phrase found n times adds
     1 + ln(n) times its weight, so a letter that says "tired" five times is
-    not five times as much about sleep. At each position only the longest
-    phrase of each theme counts.
+    not five times as much about sleep. Phrases of one theme do not overlap:
+    the longest phrase starting first wins.
     """
     index = phrase_index()
     counts: dict[tuple[tuple[str, ...], str], list] = {}
+    covered: dict[str, int] = {}  # theme -> first position after its last phrase found
     for position, stem in enumerate(stems):
         by_length = index.get(stem)
         if not by_length:
             continue
-        seen: set[str] = set()
         for length, phrases in by_length.items():
             key = tuple(stems[position:position + length])
             for theme_id, weight in phrases.get(key, ()):
-                if theme_id not in seen:
-                    seen.add(theme_id)
+                # "paid the bills" is one phrase, not also "the bills" and "bills".
+                if covered.get(theme_id, 0) <= position:
+                    covered[theme_id] = position + length
                     entry = counts.setdefault((key, theme_id), [0, weight])
                     entry[0] += 1
     evidence: dict[str, float] = {}
     for (_, theme_id), (n, weight) in counts.items():
         evidence[theme_id] = evidence.get(theme_id, 0.0) + weight * (1.0 + math.log(n))
+    if WORD_WEIGHT:
+        words = word_index()
+        for stem in set(stems):
+            found = words.get(stem)
+            if found:
+                evidence[found[0]] = evidence.get(found[0], 0.0) + WORD_WEIGHT * found[1]
     return evidence
 
 
