@@ -481,14 +481,67 @@ def test_a_letter_about_nothing_the_column_covers_gets_the_starters(cli, tmp_pat
     assert "these are the column's starter topics" in table.output
 
 
-def test_a_letter_with_fewer_good_matches_than_asked_is_filled_with_starters(catalog_db):
+def test_a_letter_with_one_clear_topic_gets_it_without_filler_starters(catalog_db):
+    # Starters are for letters where nothing fits; a letter that fits one
+    # topic gets that topic, not two generic pieces after it.
     found, fell_back = topics.topics_for_letter(
         catalog_db, "I can't sleep", "I wake at 3am every night and lie awake until the alarm.", limit=3)
 
     assert fell_back is False
     assert found[0].slug == "sleep-problems"
-    assert [m.slug for m in found[1:]] == [s for s in STARTERS if s != found[0].slug][:2]
-    assert all(m.starter for m in found[1:])
+    assert not any(m.starter for m in found)
+
+
+def test_every_topic_that_fits_relative_to_the_best_is_linked(catalog_db):
+    found, fell_back = topics.topics_for_letter(
+        catalog_db, "The house is so quiet",
+        "My wife died in the spring. Since the funeral I go days without speaking to anyone; "
+        "friends stopped calling and the evenings are the worst. I feel so alone.", limit=3)
+
+    slugs = [m.slug for m in found]
+    assert fell_back is False
+    assert {"grief-and-loss", "loneliness"} <= set(slugs)
+    assert all(m.score >= topics.RELATIVE_FIT * found[0].score for m in found)
+
+
+def test_the_founding_letter_gets_what_is_a_therapists_job_first(catalog_db):
+    found, fell_back = topics.topics_for_letter(
+        catalog_db, "A question",
+        "What is the job of a therapist? To listen? I've had two therapists that just stole my "
+        "money. Are they supposed to give advice or just sit there?", limit=3)
+
+    assert fell_back is False
+    assert found[0].slug == "what-is-a-therapists-job"
+    assert found[0].title == "What Is a Therapist's Job?"
+
+
+@pytest.mark.parametrize("subject, text, expected", [
+    ("Meetings", "My heart races before every meeting and my hands shake; I've started calling in sick "
+                 "on the days I have to present.", "anxiety-and-worry"),
+    ("Since March", "Since Mum passed away I keep picking up the phone to call her on Sundays, and then "
+                    "I remember.", "grief-and-loss"),
+    ("Evenings", "It started as one glass of wine after work. Now it's most of a bottle every night and "
+                 "I hide the empties.", "addictions"),
+], ids=["racing-heart", "mum-passed-away", "hidden-empties"])
+def test_a_letter_in_the_readers_own_words_finds_its_topic_through_the_themes(catalog_db, subject, text, expected):
+    # None of these says "anxiety", "grief" or "addiction": on words alone the
+    # first two score below the floor and would get the starters.
+    found, fell_back = topics.topics_for_letter(catalog_db, subject, text, limit=3)
+
+    assert fell_back is False
+    assert found[0].slug == expected, [m.slug for m in found]
+
+
+def test_an_urgent_letter_gets_topics_on_distress_low_mood_loneliness_or_grief_not_starters(catalog_db):
+    subject, text = "goodbye", "tonight is the night. goodbye and thank you for your columns"
+    ordinary, _ = topics.topics_for_letter(catalog_db, subject, text, limit=3)
+    urgent, _ = topics.topics_for_letter(catalog_db, subject, text, limit=3, urgent=True)
+
+    themed = topics.topic_themes(catalog_db)
+    assert len(urgent) == 3
+    assert not any(m.starter for m in urgent)
+    assert all(set(themed[m.slug]) & set(topics.URGENT_THEMES) for m in urgent), [m.slug for m in urgent]
+    assert {m.slug for m in urgent} != {m.slug for m in ordinary}
 
 
 def test_match_topics_returns_only_good_matches(catalog_db):
@@ -523,8 +576,12 @@ def test_a_column_without_topics_or_starters_links_nothing(db):
 def test_any_letter_text_is_matched_without_error(catalog_db, subject, text):
     found, fell_back = topics.topics_for_letter(catalog_db, subject, text + ' "NEAR( AND OR * ^ -', limit=3)
 
-    assert len(found) == 3
-    assert not fell_back or all(m.starter for m in found)
+    assert 1 <= len(found) <= 3
+    assert len({m.slug for m in found}) == len(found)
+    if fell_back:
+        assert [m.slug for m in found] == STARTERS
+    else:
+        assert all(m.score >= topics.RELATIVE_FIT * found[0].score for m in found)
 
 
 def test_matching_follows_a_topic_imported_after_the_first_match(catalog_db):
@@ -574,10 +631,11 @@ def test_topics_published_since_a_moment_count_same_day_pieces_imported_after_it
 # -- the pieces underneath --------------------------------------------------------------
 
 def test_the_stemmer_agrees_with_sqlites_porter_tokenizer():
-    text = "\n".join(p.read_text(encoding="utf-8") for p in (
-        CATALOG, EXAMPLES / "topic.md", REPO / "bench" / "data" / "relevance_letters.toml",
-        REPO / "mailer" / "data" / "synonyms.toml"))
-    words = sorted(set(matching._tokens(text)) | {
+    sources = [CATALOG, EXAMPLES / "topic.md", REPO / "bench" / "data" / "relevance_letters.toml",
+               REPO / "mailer" / "data" / "synonyms.toml",
+               *sorted((REPO / "mailer" / "data" / "themes").glob("*.toml"))]
+    lines = [line for p in sources for line in p.read_text(encoding="utf-8").splitlines()]
+    words = sorted({word for line in lines for word in matching._tokens(line)} | {
         "caresses", "ponies", "agreed", "hopping", "filing", "conditional", "digitizer",
         "vietnamization", "callousness", "sensibiliti", "electriciti", "adoption", "controll",
         "generalizations", "oscillators", "aing", "sss", "ies"})

@@ -23,6 +23,7 @@ from mailer.outbound.compose import (
 )
 from mailer.outbound.outbox import enqueue
 from mailer.store import archive
+from mailer.topics import record_linked_topics
 
 #: How much of the reader's letter a reply quotes below the columnist's text.
 QUOTE_LINES = 60
@@ -118,6 +119,8 @@ def reply(
 
     The reply is threaded (In-Reply-To and References point at the letter)
     and signed by the column's templates; it is delivered by the outbox.
+    Each topic whose address the reply links is kept as a label of the letter
+    (``topic_examples``), which topic matching learns from.
     """
     draft = compose_reply(db, thread_id, text, config=config, templates=templates)
     message = build_message(draft.outgoing, clock=clock)
@@ -128,6 +131,9 @@ def reply(
             meta={"answers": draft.letter["id"], "by": "desk"},
         )
         db.execute("UPDATE threads SET status = 'answered' WHERE id = ?", [thread_id])
+        # The topics the columnist links label the letter, so matching learns
+        # the column's own choices (the letter's id is kept, never its text).
+        record_linked_topics(db, draft.letter["id"], text, clock=clock)
     return Replied(stored.message_id, outbox_id, thread_id, draft.recipient)
 
 

@@ -110,9 +110,9 @@ def topics_for_letter(
 ) -> tuple[list[TopicMatch], bool]:
     """The topics to link in a letter's acknowledgement, and whether we fell back.
 
-    Every topic that fits is linked, best first, up to ``limit``: it fits when
-    it scores at least MIN_SCORE and at least RELATIVE_FIT of the best
-    topic's score. When nothing fits, the letter gets the column's starter
+    Every topic that fits is linked, best first, up to ``limit``: something
+    fits when the best topic scores at least MIN_SCORE, and then every topic
+    scoring at least RELATIVE_FIT of the best one fits too. When nothing fits, the letter gets the column's starter
     topics, oldest first (each keeps the score it got, 0.0 if none), and the
     flag is True (the list is empty if the column marked no starters).
 
@@ -125,7 +125,8 @@ def topics_for_letter(
         return [], False
     ranked = _ranked(db, subject, text)
     best = ranked[0].score if ranked else 0.0
-    chosen = ([m for m in ranked if m.score >= max(MIN_SCORE, RELATIVE_FIT * best)][:limit]
+    # The floor says whether anything fits; the others fit relative to the best.
+    chosen = ([m for m in ranked if m.score >= RELATIVE_FIT * best][:limit]
               if best >= MIN_SCORE else [])
     fell_back = not chosen
     if urgent and len(chosen) < limit:
