@@ -287,6 +287,45 @@ def test_reply_from_a_file_is_threaded_signed_delivered_and_answers_the_thread(f
                 [archived[0]["id"]])[0]["status"] == "sent"
 
 
+def test_a_reply_linking_topics_labels_the_letter_and_forget_erases_the_label(fresh, tmp_path):
+    config, ids, config_file = fresh
+    db_path = config.storage.database
+    text = tmp_path / "reply.txt"
+    text.write_text(
+        "Dear Dana,\n\nStart with https://column.example/topics/what-is-a-therapists-job and, when you\n"
+        "are ready, column.example/topics/finding-a-good-therapist/.\n\nWarmly,\n", encoding="utf-8")
+
+    result = run(config_file, "threads", "reply", str(ids["dana"]), "--file", str(text))
+
+    assert result.exit_code == 0, result.output
+    letter_id = rows(db_path, "SELECT id FROM messages WHERE message_id = '<dana-2@example.org>'")[0]["id"]
+    labels = rows(db_path, "SELECT message_id, slug FROM topic_examples ORDER BY slug")
+    assert [(r["message_id"], r["slug"]) for r in labels] == [
+        (letter_id, "finding-a-good-therapist"), (letter_id, "what-is-a-therapists-job")]
+    assert set(rows(db_path, "SELECT * FROM topic_examples")[0].keys()) == {"message_id", "slug", "source", "created_at"}
+
+    forgotten = run(config_file, "forget", "dana@example.org", "--yes")
+
+    assert forgotten.exit_code == 0, forgotten.output
+    assert rows(db_path, "SELECT * FROM topic_examples") == []
+
+
+def test_the_acknowledgement_of_a_letter_in_crisis_links_topics_on_distress_not_starters(archive_dir):
+    _, config, ids = archive_dir
+    ack = rows(config.storage.database,
+               "SELECT meta FROM messages WHERE kind = 'acknowledgement' AND thread_id = ?", [ids["sam"]])[0]
+    meta = json.loads(ack["meta"])
+    db = open_database(config.storage.database)
+    themed = topics.topic_themes(db)
+    db.close()
+
+    assert len(meta["topics"]) == 3
+    assert not set(meta["topics"]) & {"start-here-how-this-column-works", "self-therapy-first-steps",
+                                      "enjoy-your-changes-keeping-progress"}
+    assert meta["topics"][0] == "depression-and-low-mood"
+    assert sum(bool(set(themed[slug]) & set(topics.URGENT_THEMES)) for slug in meta["topics"]) >= 2
+
+
 def test_reply_written_in_the_editor(fresh, tmp_path):
     config, ids, config_file = fresh
     editor = tmp_path / "editor.py"

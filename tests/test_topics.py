@@ -7,6 +7,7 @@ checked on the example letter and on mail the column has nothing to say about.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import http.server
@@ -362,8 +363,11 @@ def test_a_markdown_file_with_a_problem_is_reported_by_name(tmp_path, text, expe
     ('slug = "a"\nurl = "column.example/a"', "key 'url': expected an http(s) address"),
     ('slug = "a"\nkeywords = "one, two"', "key 'keywords': expected a list of words"),
     ('slug = "a"\nsummary = ""', "key 'summary': expected non-empty text"),
+    ('slug = "a"\nthemes = ["worry", "wories"]', "key 'themes': unknown theme 'wories' (known: anger, "),
+    ('slug = "a"\nthemes = "worry"', "key 'themes': expected a list of theme names"),
+    ('slug = "a"\nexamples = "a letter"', "key 'examples': expected a list of letters"),
 ], ids=["misspelt key", "slug with a space", "url without a scheme", "keywords not a list",
-        "empty summary"])
+        "empty summary", "unknown theme", "themes not a list", "examples not a list"])
 def test_each_bad_key_is_named(tmp_path, entry, expected):
     base = {"slug": '"a"', "title": '"T"', "url": '"https://column.example/a"', "summary": '"S"',
             "keywords": '["k"]', "published": "2026-01-05"}
@@ -377,6 +381,81 @@ def test_each_bad_key_is_named(tmp_path, entry, expected):
     assert found == []
     assert len(problems) == 1 and problems[0].startswith(f"{path}: topic 1")
     assert expected in problems[0]
+
+
+def test_themes_and_example_letters_are_stored_and_themes_replace_the_derived_ones(cli, db_path, tmp_path):
+    catalog = tmp_path / "c.toml"
+    catalog.write_text(
+        '[[topic]]\nslug = "money-talks"\ntitle = "Money Talks"\n'
+        'url = "https://column.example/topics/money-talks"\nsummary = "Arguing about money at home."\n'
+        'keywords = ["money"]\npublished = 2026-01-05\nthemes = ["money", "partner"]\n'
+        'examples = ["We fight about the credit card bill every month."]\n', encoding="utf-8")
+    folder = tmp_path / "md"
+    folder.mkdir()
+    (folder / "sleep.md").write_text(
+        "---\nslug: night-owl\ntitle: Night Owl\nurl: https://column.example/topics/night-owl\n"
+        "summary: Late nights.\nkeywords: [sleep]\npublished: 2026-01-06\nthemes: [sleep, worry]\n---\nBody.\n",
+        encoding="utf-8")
+
+    assert cli("topics", "import", str(catalog)).exit_code == 0
+    assert cli("topics", "import", str(folder)).exit_code == 0
+
+    stored = {r["slug"]: r for r in rows(db_path, "SELECT slug, themes, examples FROM topics")}
+    assert json.loads(stored["money-talks"]["themes"]) == ["money", "partner"]
+    assert json.loads(stored["money-talks"]["examples"]) == ["We fight about the credit card bill every month."]
+    assert json.loads(stored["night-owl"]["themes"]) == ["sleep", "worry"]
+    listed = json.loads(cli("topics", "list", "--json").output)
+    assert {t["slug"]: t["themes"] for t in listed} == {"money-talks": ["money", "partner"],
+                                                        "night-owl": ["sleep", "worry"]}
+    db = open_database(db_path)
+    assert topics.topic_themes(db)["money-talks"] == {"money": 1.0, "partner": 1.0}
+    db.close()
+
+
+def test_a_markdown_topic_with_an_unknown_theme_names_the_file_and_key(tmp_path):
+    path = tmp_path / "x.md"
+    path.write_text("---\nslug: x\ntitle: X\nurl: https://column.example/x\nsummary: S\n"
+                    "keywords: [k]\npublished: 2026-01-06\nthemes: [sleep, slep]\n---\n", encoding="utf-8")
+
+    found, problems = topics.load_catalog(path)
+
+    assert found == []
+    assert problems[0].startswith(f"{path} (slug 'x'): key 'themes': unknown theme 'slep'")
+
+
+def test_topics_without_chosen_themes_get_them_from_their_own_words(catalog_db):
+    themed = topics.topic_themes(catalog_db)
+
+    assert themed["start-here-how-this-column-works"]  # no themes key: derived from its text
+    assert max(themed["start-here-how-this-column-works"].values()) == 1.0
+    assert themed["grief-and-loss"] == {"grief": 1.0}  # chosen in examples/topics.toml
+
+
+def test_every_theme_file_is_valid_broad_and_sourced():
+    themes = topics.load_themes()
+
+    assert len(themes) >= 20
+    for theme in themes.values():
+        assert len(theme.phrases) >= 150, theme.id
+        assert theme.sources and all(s.startswith("http") for s in theme.sources), theme.id
+        assert all(p == p.lower() for p in theme.phrases), theme.id
+    assert {"worry", "low-mood", "grief", "loneliness", "distress", "partner", "therapy"} <= set(themes)
+
+
+def test_a_catalog_example_letter_votes_for_its_topic(db):
+    plain = topics.Topic("moving-house", "Moving House", "https://column.example/topics/moving-house",
+                         "On upheaval.", ("upheaval",), "2026-01-05")
+    letter = ("Boxes", "The removal van comes on Friday and half the boxes are still flat-packed in the hall.")
+    topics.import_topics(db, [plain], clock=fixed_clock())
+    before = topics.match_topics(db, *letter, min_score=0)
+
+    labelled = dataclasses.replace(plain, examples=(
+        "The removal van is booked and the boxes are everywhere in the hall.",))
+    topics.import_topics(db, [labelled], clock=fixed_clock())
+    after = topics.match_topics(db, *letter, min_score=0)
+
+    assert before == []
+    assert [m.slug for m in after] == ["moving-house"]
 
 
 def test_a_slug_used_twice_imports_the_first_and_reports_the_second(tmp_path):

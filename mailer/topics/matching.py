@@ -116,10 +116,10 @@ def topics_for_letter(
     topics, oldest first (each keeps the score it got, 0.0 if none), and the
     flag is True (the list is empty if the column marked no starters).
 
-    ``urgent`` is for a letter flagged as a reader in crisis: the catalog's
-    topics on URGENT_THEMES (distress, low mood, loneliness, grief) come
-    before the starters, strongest for this letter first, and fill any free
-    places after the topics that fit.
+    ``urgent`` is for a letter flagged as a reader in crisis: no starter is
+    linked while the catalog has topics on URGENT_THEMES (distress, low
+    mood, loneliness, grief); those fill the places the fitting topics leave
+    free, best for this letter first.
     """
     if limit <= 0:
         return [], False
@@ -129,7 +129,10 @@ def topics_for_letter(
     chosen = ([m for m in ranked if m.score >= RELATIVE_FIT * best][:limit]
               if best >= MIN_SCORE else [])
     fell_back = not chosen
-    if urgent and len(chosen) < limit:
+    if urgent:
+        # A reader in crisis gets the column's pieces on how they feel, not
+        # its welcome pieces, even where a starter matched.
+        chosen = [m for m in chosen if not m.starter]
         chosen += _urgent_topics(db, ranked, {m.slug for m in chosen})[: limit - len(chosen)]
     if fell_back and len(chosen) < limit:
         scores = {m.slug: m.score for m in ranked}
