@@ -11,6 +11,7 @@ topic's score.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -97,9 +98,12 @@ def labelled_letters(db: sqlite_utils.Database) -> list[tuple[str, str, str, fro
 
 @dataclass
 class NeighbourVote:
-    """The labelled letters, as feature vectors, ready to vote on a new letter."""
+    """The labelled letters, as unit feature vectors, ready to vote on a new letter."""
 
-    vectors: list[tuple[Features, frozenset[str]]]
+    #: feature -> [(labelled letter number, weight)]: only letters sharing a
+    #: feature with the new one are looked at.
+    postings: dict[str, list[tuple[int, float]]]
+    labels: list[frozenset[str]]
     idf: dict[str, float]
 
     @classmethod
@@ -111,10 +115,17 @@ class NeighbourVote:
         for vector, _ in raw:
             for key in vector:
                 df[key] = df.get(key, 0) + 1
-        n = len(raw)
-        idf = {key: math.log(1 + n / count) for key, count in df.items()}
-        vectors = [(_unit({k: v * idf[k] for k, v in vector.items()}), slugs) for vector, slugs in raw]
-        return cls([(v, s) for v, s in vectors if v], idf)
+        idf = {key: math.log(1 + len(raw) / count) for key, count in df.items()}
+        postings: dict[str, list[tuple[int, float]]] = {}
+        labels: list[frozenset[str]] = []
+        for vector, slugs in raw:
+            unit = _unit({k: v * idf[k] for k, v in vector.items()})
+            if not unit:
+                continue
+            for key, weight in unit.items():
+                postings.setdefault(key, []).append((len(labels), weight))
+            labels.append(slugs)
+        return cls(postings, labels, idf)
 
     def vote(self, letter: Features) -> dict[str, float]:
         """{slug: the neighbours' similarity summed per topic, over NEIGHBOURS} for a letter.
@@ -124,21 +135,21 @@ class NeighbourVote:
         vote is between 0 (no similar letter) and 1 (that many identical
         letters, all for one topic): weak likeness gives a weak vote.
         """
-        if not self.vectors or not letter:
+        if not self.labels or not letter:
             return {}
-        fallback = math.log(1 + len(self.vectors))
-        query = _unit({k: v * self.idf.get(k, fallback) for k, v in letter.items()})
-        scored = []
-        for vector, slugs in self.vectors:
-            small, big = (query, vector) if len(query) < len(vector) else (vector, query)
-            similarity = sum(v * big.get(k, 0.0) for k, v in small.items())
-            if similarity >= MIN_SIMILARITY:
-                scored.append((similarity, slugs))
-        scored.sort(key=lambda s: -s[0])
+        # A feature no labelled letter has is as rare as can be (it weighs in
+        # the letter's length, not in any likeness).
+        rarest = math.log(1 + len(self.labels))
+        query = _unit({k: v * self.idf.get(k, rarest) for k, v in letter.items()})
+        similarity: dict[int, float] = {}
+        for key, weight in query.items():
+            for number, other in self.postings.get(key, ()):
+                similarity[number] = similarity.get(number, 0.0) + weight * other
+        nearest = heapq.nlargest(NEIGHBOURS, ((v, n) for n, v in similarity.items() if v >= MIN_SIMILARITY))
         votes: dict[str, float] = {}
-        for similarity, slugs in scored[:NEIGHBOURS]:
-            for slug in slugs:
-                votes[slug] = votes.get(slug, 0.0) + similarity / NEIGHBOURS
+        for value, number in nearest:
+            for slug in self.labels[number]:
+                votes[slug] = votes.get(slug, 0.0) + value / NEIGHBOURS
         return votes
 
 

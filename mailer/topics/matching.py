@@ -181,7 +181,7 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
     evidence = letter_themes(subject_stems, body_stems)
     for theme_id, value in evidence.items():
         damped = THEME_WEIGHT * math.log(1.0 + value)
-        for slug, share in model.by_theme.get(theme_id, ())[:CANDIDATES * 5]:
+        for slug, share in model.by_theme.get(theme_id, ())[:CANDIDATES]:
             scores[slug] = scores.get(slug, 0.0) + damped * share
     votes = model.vote(db).vote(_features(subject_stems + body_stems, evidence))
     for slug, vote in votes.items():
@@ -257,7 +257,7 @@ class _Catalog:
 
     #: slug -> (title, url, summary, starter, profile)
     topics: dict[str, tuple]
-    #: theme id -> [(slug, share)], largest share first
+    #: theme id -> [(slug, share)], the topics most about the theme first
     by_theme: dict[str, list[tuple[str, float]]]
     #: the slugs of the starter topics
     starters: frozenset[str] = frozenset()
@@ -294,11 +294,14 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
             "body": [_stem(w) for w in _tokens((body or "")[:MAX_BODY_CHARS])],
         }
         profile = topic_profile(fields, tuple(json.loads(chosen or "[]")))
-        topics[slug] = (title, url, summary, bool(starter), profile)
-        for theme_id, share in profile.items():
-            by_theme.setdefault(theme_id, []).append((slug, share))
+        topics[slug] = (title, url, summary, bool(starter), {t: v[0] for t, v in profile.items()})
+        for theme_id, (share, strength) in profile.items():
+            by_theme.setdefault(theme_id, []).append((slug, share, strength))
     for entries in by_theme.values():
-        entries.sort(key=lambda e: (-e[1], e[0]))
+        # The topics most about a theme first: a letter's theme evidence goes
+        # to the first CANDIDATES of them, which bounds the work per letter.
+        entries.sort(key=lambda e: (-e[1], -e[2], e[0]))
+    by_theme = {t: [(slug, share) for slug, share, _ in entries] for t, entries in by_theme.items()}
     model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]))
     if marker is not None:
         _CATALOGS[db] = (marker[0], model)

@@ -178,17 +178,19 @@ def theme_evidence(stems: list[str]) -> dict[str, float]:
     return evidence
 
 
-def topic_profile(fields: dict[str, list[str]], chosen: tuple[str, ...] = ()) -> dict[str, float]:
-    """A topic's themes, each with a share between 0 and 1.
+def topic_profile(fields: dict[str, list[str]], chosen: tuple[str, ...] = ()) -> dict[str, tuple[float, float]]:
+    """A topic's themes: {theme: (share between 0 and 1, strength)}.
 
     ``chosen`` are the themes the columnist set in the catalog: they are the
-    profile (each 1.0), in the columnist's order. Otherwise the themes come
+    profile (each share 1.0, and the greatest strength, so a curated topic
+    leads its themes), in the columnist's order. Otherwise the themes come
     from the topic's own stems per field (title, keywords, summary, body,
-    weighted by TOPIC_FIELD_WEIGHTS), as shares of the strongest, keeping
-    those of at least PROFILE_CUTOFF.
+    weighted by TOPIC_FIELD_WEIGHTS): the strength is that weighted
+    evidence, the share its ratio to the strongest theme's, and themes below
+    PROFILE_CUTOFF of the strongest are left out.
     """
     if chosen:
-        return {theme_id: 1.0 for theme_id in chosen}
+        return {theme_id: (1.0, math.inf) for theme_id in chosen}
     total: dict[str, float] = {}
     for field, stems in fields.items():
         for theme_id, value in theme_evidence(stems).items():
@@ -196,5 +198,5 @@ def topic_profile(fields: dict[str, list[str]], chosen: tuple[str, ...] = ()) ->
     if not total:
         return {}
     strongest = max(total.values())
-    return {t: round(v / strongest, 3) for t, v in sorted(total.items(), key=lambda kv: -kv[1])
+    return {t: (round(v / strongest, 3), v) for t, v in sorted(total.items(), key=lambda kv: -kv[1])
             if v >= PROFILE_CUTOFF * strongest}
