@@ -408,7 +408,8 @@ def test_themes_and_example_letters_are_stored_and_themes_replace_the_derived_on
     assert {t["slug"]: t["themes"] for t in listed} == {"money-talks": ["money", "partner"],
                                                         "night-owl": ["sleep", "worry"]}
     db = open_database(db_path)
-    assert topics.topic_themes(db)["money-talks"] == {"money": 1.0, "partner": 1.0}
+    shares = topics.topic_themes(db)["money-talks"]
+    assert set(shares) == {"money", "partner"} and shares["money"] == shares["partner"]
     db.close()
 
 
@@ -427,7 +428,7 @@ def test_topics_without_chosen_themes_get_them_from_their_own_words(catalog_db):
     themed = topics.topic_themes(catalog_db)
 
     assert themed["start-here-how-this-column-works"]  # no themes key: derived from its text
-    assert max(themed["start-here-how-this-column-works"].values()) == 1.0
+    assert all(0 < share <= 1 for share in themed["start-here-how-this-column-works"].values())
     assert themed["grief-and-loss"] == {"grief": 1.0}  # chosen in examples/topics.toml
 
 

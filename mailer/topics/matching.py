@@ -294,6 +294,11 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
             "body": [_stem(w) for w in _tokens((body or "")[:MAX_BODY_CHARS])],
         }
         profile = topic_profile(fields, tuple(json.loads(chosen or "[]")))
+        if profile:
+            # Unit length, so a topic filed under two themes does not earn
+            # twice what a topic wholly about one of them earns.
+            norm = math.sqrt(sum(share ** 2 for share, _ in profile.values()))
+            profile = {t: (share / norm, strength) for t, (share, strength) in profile.items()}
         topics[slug] = (title, url, summary, bool(starter), {t: v[0] for t, v in profile.items()})
         for theme_id, (share, strength) in profile.items():
             by_theme.setdefault(theme_id, []).append((slug, share, strength))
