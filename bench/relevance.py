@@ -1,12 +1,17 @@
 """How well do letters find the topics a columnist would link? (a benchmark, not a test)
 
-Imports examples/topics.toml into a temporary database, runs every labelled
-letter of bench/data/relevance_letters.toml through topics.topics_for_letter
-and prints recall@3, hit@3 and MRR, then the letters that did worst.
+Imports examples/topics.toml into a temporary database and runs every letter
+of the development set (bench/data/relevance_letters.toml) and of the blind
+set (bench/data/relevance_blind.toml) through topics.topics_for_letter; prints
+recall@3, hit@3 and MRR side by side, both for what is linked and with every
+candidate kept, then the development letters that did worst. Blind letters
+are scored, never printed: that set is for measuring only, never for tuning.
 
-The letters are split in two, fixed by position: "tune" (two of every three)
-is what the matcher was tuned on; "holdout" (every third, starting with the
-third) was not iterated on, so its figures show how far the tuning carries.
+The development letters are split by position: "tune" (two of every three)
+and "holdout" (every third). The neighbours' vote is measured on letters it
+did not learn from: the tune letters are added to the catalog as labelled
+examples and the holdout letters matched; then all development letters are
+labelled and the blind set matched.
 
     .venv/bin/python bench/relevance.py [--quick] [--split all|tune|holdout] [--worst N]
 """
