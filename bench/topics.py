@@ -76,7 +76,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 topics and fewer rounds.")
     parser.add_argument("--topics", type=int, default=None, help="How many topics to generate.")
-    parser.add_argument("--rounds", type=int, default=None, help="Passes over the 55 letters.")
+    parser.add_argument("--rounds", type=int, default=None, help="Passes over the development letters.")
     args = parser.parse_args()
     n = args.topics or (1000 if args.quick else 5000)
     rounds = args.rounds or (5 if args.quick else 20)

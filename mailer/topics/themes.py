@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
-from mailer.topics.stemmer import STOP_WORDS, _stem
+from mailer.topics.stemmer import STOP_WORDS, WORD, _stem
 
 #: A phrase of n words counts this much more, per extra word, than one word:
 #: "can't switch off my mind" says more than "mind".
@@ -102,8 +102,6 @@ def phrase_index() -> PhraseIndex:
     A phrase that several themes share counts for each, divided among them;
     a single stop word is never a phrase.
     """
-    from mailer.topics.stemmer import WORD
-
     owners: dict[tuple[str, ...], dict[str, float]] = {}
     for theme in load_themes().values():
         for phrases, scale in ((theme.mentions, MENTION_WEIGHT), (theme.phrases, 1.0)):
@@ -125,8 +123,6 @@ def phrase_index() -> PhraseIndex:
 @functools.lru_cache(maxsize=1)
 def word_index() -> dict[str, tuple[str, float]]:
     """{content stem: (theme, share)} for words that mostly belong to one theme's phrases."""
-    from mailer.topics.stemmer import WORD
-
     counts: dict[str, dict[str, int]] = {}
     for theme in load_themes().values():
         for phrase in theme.phrases:
