@@ -176,8 +176,9 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
     model = _catalog(db)
     if not model.topics:
         return []
-    subject_stems, body_stems = letter_stems(subject, text)
-    scores = _word_scores(db, _letter_terms(subject, text))
+    words = _letter_words(subject, text)
+    subject_stems, body_stems = words[0][1], words[1][1]
+    scores = _word_scores(db, _letter_terms(subject, text, words))
     evidence = letter_themes(subject_stems, body_stems)
     for theme_id, value in evidence.items():
         damped = THEME_WEIGHT * math.log(1.0 + value)
@@ -222,8 +223,16 @@ def _word_scores(db: sqlite_utils.Database, terms) -> dict[str, float]:
 
 def letter_stems(subject: str, text: str) -> tuple[list[str], list[str]]:
     """Every word of the subject and of the reader's own words in the body, stemmed."""
-    return ([_stem(w) for w in _tokens(subject or "")],
-            [_stem(w) for w in _tokens(_letter_body(text or ""))])
+    (_, subject_stems), (_, body_stems) = _letter_words(subject, text)
+    return subject_stems, body_stems
+
+
+def _letter_words(subject: str, text: str) -> tuple[tuple[list[str], list[str]], ...]:
+    """((words, stems) of the subject, (words, stems) of the reader's own words in the body)."""
+    taken = []
+    for words in (_tokens(subject or ""), _tokens(_letter_body(text or ""))):
+        taken.append((words, [_stem(w) for w in words]))
+    return tuple(taken)
 
 
 def letter_themes(subject_stems: list[str], body_stems: list[str]) -> dict[str, float]:
@@ -398,17 +407,19 @@ def letter_terms(subject: str, text: str) -> dict[str, float]:
     return {phrase: round(weight, 4) for phrase, _, weight in terms}
 
 
-def _letter_terms(subject: str, text: str) -> list[tuple[str, tuple[str, ...], float]]:
-    """(phrase, its stems, weight) for each term of a letter; see letter_terms."""
+def _letter_terms(subject: str, text: str, words=None) -> list[tuple[str, tuple[str, ...], float]]:
+    """(phrase, its stems, weight) for each term of a letter; see letter_terms.
+
+    ``words`` is the letter as _letter_words gives it, if already taken.
+    """
     synonyms = _synonyms()
     surface: dict[tuple[str, ...], str] = {}
     # Per term: [uses in the body, in the subject?] for the reader's own words
     # and, separately, for the column's words the synonyms file added.
     direct: dict[tuple[str, ...], list] = {}
     added: dict[tuple[str, ...], list] = {}
-    for words, is_subject in ((_tokens(subject or ""), True),
-                              (_tokens(_letter_body(text or "")), False)):
-        stems = [_stem(word) for word in words]
+    (subject_words, subject_stems), (body_words, body_stems) = words or _letter_words(subject, text)
+    for words, stems, is_subject in ((subject_words, subject_stems, True), (body_words, body_stems, False)):
         for index, word in enumerate(words):
             stem = stems[index]
             if len(word) > 1 and word not in STOP_WORDS and not word.isdigit():
