@@ -17,7 +17,7 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from conftest import letter, rows, send
+from conftest import letter, rows, send, wait_filed
 from mailer.store import archive, migrations
 from mailer import desk
 from mailer.store.archive import Envelope, SearchSyntaxError, store_inbound
@@ -43,6 +43,7 @@ def receive(db, raw: bytes, *, at: dt.datetime = NOW, kind: str = "letter",
 
 
 def inbound(db_path: Path) -> list:
+    wait_filed(db_path)
     return rows(db_path, "SELECT id, message_id, raw_sha256 FROM messages "
                          "WHERE direction = 'inbound' ORDER BY id")
 

@@ -384,3 +384,31 @@ def _acknowledgements_by_time(db: sqlite_utils.Database) -> None:
     # The cap counts the last hour's acknowledgements before each one; without
     # this index that count would read every outbound message.
     db.execute("CREATE INDEX messages_acknowledged ON messages (created_at) WHERE kind = 'acknowledgement'")
+
+
+# -- letters received, not filed yet ------------------------------------------
+@migration(9, "arrivals: letters kept byte for byte before their 250, filed by the pipeline")
+def _arrivals(db: sqlite_utils.Database) -> None:
+    # What the listener writes before it answers 250: the bytes, the envelope,
+    # their SHA-256 and the Message-ID found by a scan of the header (no
+    # parse). The pipeline parses, threads and indexes each one and moves it
+    # into messages under the same id, deleting the arrival in the same
+    # transaction: a letter is "received" here and "filed" there, never both.
+    # Ids are shared with messages (archive.next_message_id), so the id in
+    # "250 ... queued as N" is the letter's id once filed.
+    db.execute(
+        "CREATE TABLE arrivals ("
+        " id INTEGER PRIMARY KEY,"
+        " kind TEXT NOT NULL,"
+        " received_at TEXT NOT NULL,"
+        " mail_from TEXT NOT NULL DEFAULT '',"
+        " rcpt_to TEXT NOT NULL DEFAULT '[]',"
+        " peer TEXT NOT NULL DEFAULT '',"
+        " tls TEXT NOT NULL DEFAULT '',"
+        " helo TEXT NOT NULL DEFAULT '',"
+        " message_id TEXT,"
+        " raw_sha256 TEXT NOT NULL,"
+        " size INTEGER NOT NULL DEFAULT 0,"
+        " raw BLOB NOT NULL)"
+    )
+    db.execute("CREATE INDEX arrivals_by_sha ON arrivals (raw_sha256)")
