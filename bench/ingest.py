@@ -205,14 +205,19 @@ def send_smtplib(port: int, sender: str, raw: bytes) -> float:
     return elapsed
 
 
-async def _run_async(port: int, letters, clients: int, kind: str, rate: float = 0.0) -> tuple[list[float], list[str]]:
+async def _run_async(port: int, letters, clients: int, kind: str, rate: float = 0.0,
+                     answered: dict | None = None) -> tuple[list[float], list[str]]:
     latencies: list[float] = []
     errors: list[str] = []
 
     async def one(sender, raw, payload) -> float:
         if kind == "raw":
-            return await send_raw(port, sender, payload)
-        return await send_aiosmtplib(port, sender, raw)
+            elapsed = await send_raw(port, sender, payload)
+        else:
+            elapsed = await send_aiosmtplib(port, sender, raw)
+        if answered is not None:
+            answered[sender] = time.time()  # wall clock: compared with the Maildir's file times
+        return elapsed
 
     if rate:
         # Open loop: a letter is due every 1/rate s whether or not the last one
@@ -288,9 +293,12 @@ def client_main(args) -> int:
     else:
         asyncio.run(_run_async(args.port, warm, min(4, args.clients), args.client))
         start = time.perf_counter()
-        latencies, errors = asyncio.run(_run_async(args.port, letters, args.clients, args.client, args.rate))
+        answered: dict[str, float] = {}
+        latencies, errors = asyncio.run(_run_async(args.port, letters, args.clients, args.client, args.rate,
+                                                   answered))
     wall = time.perf_counter() - start
     print(json.dumps({
+        "answered_at": answered if args.client != "smtplib" else {},
         "latencies": latencies, "errors": errors[:20], "error_count": len(errors),
         "wall": wall, "client_cpu": time.process_time() - cpu0, "finished_at": time.time(),
     }))
@@ -424,6 +432,7 @@ def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> di
             time.sleep(0.05)
         result["acknowledged"] = done - WARM_UP
         result["acks_done_after"] = time.time() - result["finished_at"]
+        result["ack_lags"] = _ack_lags(maildir, result.pop("answered_at", {}))
         # Everything the server spent on the run, acknowledgements included,
         # whether they were written during the burst or after it.
         result["server_cpu_to_last_ack"] = _cpu_seconds(server_pid) - cpu0
@@ -433,6 +442,26 @@ def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> di
         log.close()
     result["topics"] = n_topics
     return result
+
+
+def _ack_lags(maildir: Path, answered: dict[str, float]) -> list[float]:
+    """Seconds from each letter's 250 to its acknowledgement's file in the Maildir.
+
+    The file is written after the acknowledgement is queued, so this is an
+    upper bound on "queued within N s of its letter". Warm-up letters are
+    left out (the client did not time them).
+    """
+    from email.parser import BytesHeaderParser
+    from email.utils import parseaddr
+
+    lags = []
+    for path in maildir.iterdir() if maildir.exists() else []:
+        with open(path, "rb") as handle:
+            head = BytesHeaderParser().parse(handle)
+        to = parseaddr(str(head.get("To", "")))[1]
+        if to in answered:
+            lags.append(path.stat().st_mtime - answered[to])
+    return lags
 
 
 def bench_bare(args, cpus: tuple[set[int], set[int]] | None) -> dict:
@@ -611,6 +640,22 @@ def summarise(name: str, result: dict, letters: int) -> dict:
     }
 
 
+#: Open loop: every acknowledgement queued within this long of its letter's 250.
+AIM_OPEN_P99_MS = 30.0
+AIM_ACK_LAG_S = 2.0
+
+
+def _open_loop_note(args, open_loop: dict, raw_open: dict) -> str:
+    lags = raw_open["ack_lags"]
+    within = sum(lag <= AIM_ACK_LAG_S for lag in lags)
+    kept_up = within == args.letters
+    met = open_loop["p99"] < AIM_OPEN_P99_MS and kept_up
+    return (f"open loop {args.open_rate:g}/s: mailer p50 {open_loop['p50']:.1f} ms, p99 {open_loop['p99']:.1f} ms "
+            f"(aim < {AIM_OPEN_P99_MS:.0f} ms); pipeline: {within:,} of {args.letters:,} acknowledgements in the "
+            f"Maildir within {AIM_ACK_LAG_S:g} s of their letter's 250 (slowest {max(lags, default=float('nan')):.2f} s, "
+            f"p99 {percentile(lags, 99) if lags else float('nan'):.2f} s): " + ("aims met" if met else "aim MISSED"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A short run: 1,000 letters.")
@@ -621,6 +666,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="Offer letters at this many per second (open loop) instead of as fast as the "
                              "clients can; latency then shows what a sender sees at that load.")
+    parser.add_argument("--open-rate", type=float, default=200.0,
+                        help="Also run mailer open loop at this many letters a second (default 200; 0: skip).")
     parser.add_argument("--no-pin", action="store_true", help="Do not pin client and server to separate cores.")
     parser.add_argument("--profile", choices=("py-spy", "py-spy-gil", "cprofile"),
                         help="Profile the mailer server (figures get slower).")
@@ -653,7 +700,14 @@ def main() -> int:
     try:
         bare = summarise("bare aiosmtpd (250 only)", bench_bare(args, cpus), args.letters)
         raw_mailer = bench_mailer(args, work, cpus)
-        mailer = summarise("mailer serve (full pipeline)", raw_mailer, args.letters)
+        mailer = summarise("mailer serve, to the 250", raw_mailer, args.letters)
+        raw_open = open_loop = None
+        if args.open_rate and not args.rate:
+            open_args = argparse.Namespace(**{**vars(args), "rate": args.open_rate, "profile": None})
+            open_work = work / "open-loop"
+            open_work.mkdir()
+            raw_open = bench_mailer(open_args, open_work, cpus)
+            open_loop = summarise(f"mailer serve, open loop {args.open_rate:g}/s", raw_open, args.letters)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -663,6 +717,15 @@ def main() -> int:
     for r in (bare, mailer):
         rows.append([r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
                      f"{r['server_cpu_per_letter']:,.0f}", f"{r['ok']:,}", str(r["errors"])])
+    to_last_ack = args.letters / (raw_mailer["wall"] + raw_mailer["acks_done_after"])
+    rows.append(["mailer serve, to the last acknowledgement", f"{to_last_ack:,.0f}", "", "", "",
+                 f"{raw_mailer['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f}",
+                 f"{raw_mailer['acknowledged']:,} acks", ""])
+    if open_loop:
+        r = open_loop
+        rows.append([r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
+                     f"{raw_open['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f}", f"{r['ok']:,}",
+                     str(r["errors"])])
     info = _common.machine()
     notes = [
         f"open loop: letters offered at {args.rate:g}/s, latency counted from when each was due"
@@ -673,6 +736,7 @@ def main() -> int:
         f"the last {raw_mailer['acks_done_after']:.1f} s after the last 250 ({raw_mailer['topics']} topics); "
         f"server CPU to the last acknowledgement {raw_mailer['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f} us "
         "per letter",
+        *([_open_loop_note(args, open_loop, raw_open)] if open_loop else []),
         f"client: {args.client}, {args.clients} {'at most ' if args.rate else ''}concurrent, one connection per letter, "
         f"{bare['client_cpu_per_letter']:,.0f} us client CPU per letter; "
         + (f"server pinned to CPU {min(cpus[0])}, client to CPU {min(cpus[1])}" if cpus else "not pinned"),
@@ -692,6 +756,10 @@ def main() -> int:
             "acks_done_after": round(raw_mailer["acks_done_after"], 2),
             "server_cpu_to_last_ack_per_letter": round(raw_mailer["server_cpu_to_last_ack"] / args.letters * 1e6),
             "errors": mailer["errors"] + bare["errors"],
+            **({"open_rate": args.open_rate, "open_p50": round(open_loop["p50"], 2),
+                "open_p99": round(open_loop["p99"], 2),
+                "open_slowest_ack_s": round(max(raw_open["ack_lags"], default=float("nan")), 2),
+                "open_acks_within_2s": sum(lag <= 2.0 for lag in raw_open["ack_lags"])} if open_loop else {}),
         }))
     _common.print_table(
         f"mailer ingest bench, {dt.date.today().isoformat()}: {args.letters:,} letters",

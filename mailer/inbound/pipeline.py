@@ -115,6 +115,10 @@ class Pipeline:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._reader = None
+        # Whether letters may be waiting to be filed: set by the listener's
+        # hook (and at start), so handling a backlog does not look for
+        # arrivals before every acknowledgement.
+        self._arrived = True
 
     async def start(self) -> None:
         """Start, handling anything stored but not handled before a restart."""
@@ -125,7 +129,8 @@ class Pipeline:
         self._task = asyncio.create_task(self._run(), name="pipeline")
 
     def message_stored(self, stored) -> None:
-        """Service hook: a message was archived; handle it soon."""
+        """Service hook: a letter's bytes were kept; file and handle it soon."""
+        self._arrived = True
         self._kick.set()
 
     async def stop(self) -> None:
@@ -138,6 +143,7 @@ class Pipeline:
             # Whatever was received is filed before the service stops (the
             # listener has stopped taking letters by now), so a stopped
             # archive holds no arrivals unless a filing failed.
+            self._arrived = True
             while await self.file_arrivals():
                 pass
         except Exception:  # noqa: BLE001 - they stay arrivals, filed at the next start
@@ -175,7 +181,7 @@ class Pipeline:
                 # disk) pending letters are retried even if no new one arrives.
                 await asyncio.wait_for(self._kick.wait(), timeout=RETRY_SECONDS)
             except asyncio.TimeoutError:
-                pass
+                self._arrived = True  # the safety net looks for arrivals too
             self._kick.clear()
             if self._stopping:
                 return
@@ -195,7 +201,12 @@ class Pipeline:
 
     async def file_arrivals(self) -> int:
         """Parse the oldest arrivals off the writer, then file them; return how many were filed."""
+        if not self._arrived:
+            return 0
+        self._arrived = False
         batch = await asyncio.to_thread(self._read_and_parse, FILE_PER_ROUND)
+        if len(batch) == FILE_PER_ROUND:
+            self._arrived = True  # there may be more
         futures = [self.writer.submit(_file, arrival_id, parsed, self.ctx.clock) for arrival_id, parsed in batch]
         filed = 0
         for arrival_id, future in zip((a for a, _ in batch), futures):
@@ -203,6 +214,7 @@ class Pipeline:
                 await asyncio.wrap_future(future)
                 filed += 1
             except Exception:  # noqa: BLE001 - it stays an arrival and is tried again
+                self._arrived = True
                 log.exception("arrival %d: filing failed; will retry", arrival_id)
         return filed
 
