@@ -149,3 +149,25 @@ def test_a_letter_still_arriving_is_shown_with_sender_and_subject_from_its_heade
         assert "something private" not in page  # a letter not parsed shows no body
         assert "1 letter arriving, not filed yet" in client.get("/search?q=private").text
     assert rows(config.storage.database, "SELECT count(*) AS n FROM arrivals")[0]["n"] == 1
+
+
+def test_letters_are_filed_and_acknowledged_while_another_sender_stays_connected(tmp_path):
+    # The pipeline waits for a quiet moment while senders are connected, but
+    # never for long: a connection held open must not hold up the answers.
+    import smtplib
+
+    from conftest import send, wait_for
+    from mailer.app.background import BackgroundService
+
+    config = make_config(tmp_path)
+    with BackgroundService(config) as running:
+        with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=30) as idle:
+            idle.ehlo("idle.example")
+            assert send(running.smtp_port, letter("While someone waits", message_id="<busy@example.org>"))[0] == 250
+            ack = wait_for(lambda: rows(config.storage.database,
+                                        "SELECT id FROM messages WHERE kind = 'acknowledgement'"),
+                           timeout=10, message="the acknowledgement while a session stays open")
+            assert ack
+            assert idle.noop()[0] == 250  # the idle session was there all along
+    filed = rows(config.storage.database, "SELECT subject FROM messages WHERE direction = 'inbound'")
+    assert [r["subject"] for r in filed] == ["While someone waits"]

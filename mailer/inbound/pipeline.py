@@ -59,6 +59,11 @@ def record_verdicts(db: sqlite_utils.Database, verdicts: dict[int, dict]) -> Non
                    [json.dumps(verdict), message_id])
 
 
+#: While senders are connected the pipeline waits for a quiet moment, at most
+#: this long a round: the listener shares the core (and the interpreter lock),
+#: and a sender waiting for its 250 comes before an acknowledgement.
+YIELD_SECONDS = 0.25
+
 #: Arrivals parsed per round, then filed as one job each in the writer's next
 #: batch (a savepoint each: one that fails does not hold back the others).
 FILE_PER_ROUND = 16
@@ -119,6 +124,8 @@ class Pipeline:
         # hook (and at start), so handling a backlog does not look for
         # arrivals before every acknowledgement.
         self._arrived = True
+        #: Set by the service: whether the listener has senders connected now.
+        self.listener_busy: Callable[[], bool] = lambda: False
 
     async def start(self) -> None:
         """Start, handling anything stored but not handled before a restart."""
@@ -187,6 +194,7 @@ class Pipeline:
                 return
             try:
                 while True:
+                    await self._quiet_moment()
                     filed = await self.file_arrivals()
                     await self._check_senders()
                     handled = await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION)
@@ -198,6 +206,13 @@ class Pipeline:
                     return
             except Exception:  # noqa: BLE001 - e.g. the disk is full; retried on the next letter
                 log.exception("processing stored messages failed; will retry")
+
+    async def _quiet_moment(self) -> None:
+        # Polled, not signalled: the listener's sessions come and go by the
+        # hundred a second, and a wake-up for each would cost more than this.
+        deadline = asyncio.get_running_loop().time() + YIELD_SECONDS
+        while self.listener_busy() and not self._stopping and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
 
     async def file_arrivals(self) -> int:
         """Parse the oldest arrivals off the writer, then file them; return how many were filed."""

@@ -414,7 +414,7 @@ def _arrivals(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX arrivals_by_sha ON arrivals (raw_sha256)")
 
 
-@migration(7, "messages: the full-text index follows only the indexed columns")
+@migration(10, "messages: the full-text index follows only the indexed columns")
 def _fts_update_only_indexed_columns(db: sqlite_utils.Database) -> None:
     # sqlite-utils' update trigger fired on any UPDATE of messages and
     # tokenised the whole letter again: marking a letter processed cost as
