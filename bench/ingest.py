@@ -20,10 +20,14 @@ different cores, so the client does not steal the server's.
 Latency is from opening the connection to the answer to the final ``.`` of
 DATA, the moment the letter is safe; letters/s is N over the wall time of the
 whole run. After the last 250 the bench also waits for the pipeline to write
-the last acknowledgement and reports when that happened.
+the last acknowledgement and reports when that happened (the row "to the last
+acknowledgement": N over the time to it). Then, in the same run, a fresh
+mailer server is offered letters open loop at ``--open-rate`` (default 200 a
+second): p50 and p99 to the 250, and how many acknowledgements reached the
+Maildir within 2 s of their letter's 250 (the pipeline keeping up).
 
     .venv/bin/python bench/ingest.py [--quick] [--letters N] [--clients C] [--rate R]
-                                     [--client raw|aiosmtplib|smtplib] [--no-pin]
+                                     [--client raw|aiosmtplib|smtplib] [--open-rate R] [--no-pin]
                                      [--profile py-spy|py-spy-gil|cprofile] [--keep] [--json]
     .venv/bin/python bench/ingest.py --parts [--letters N]
 
@@ -205,14 +209,19 @@ def send_smtplib(port: int, sender: str, raw: bytes) -> float:
     return elapsed
 
 
-async def _run_async(port: int, letters, clients: int, kind: str, rate: float = 0.0) -> tuple[list[float], list[str]]:
+async def _run_async(port: int, letters, clients: int, kind: str, rate: float = 0.0,
+                     answered: dict | None = None) -> tuple[list[float], list[str]]:
     latencies: list[float] = []
     errors: list[str] = []
 
     async def one(sender, raw, payload) -> float:
         if kind == "raw":
-            return await send_raw(port, sender, payload)
-        return await send_aiosmtplib(port, sender, raw)
+            elapsed = await send_raw(port, sender, payload)
+        else:
+            elapsed = await send_aiosmtplib(port, sender, raw)
+        if answered is not None:
+            answered[sender] = time.time()  # wall clock: compared with the Maildir's file times
+        return elapsed
 
     if rate:
         # Open loop: a letter is due every 1/rate s whether or not the last one
@@ -288,9 +297,12 @@ def client_main(args) -> int:
     else:
         asyncio.run(_run_async(args.port, warm, min(4, args.clients), args.client))
         start = time.perf_counter()
-        latencies, errors = asyncio.run(_run_async(args.port, letters, args.clients, args.client, args.rate))
+        answered: dict[str, float] = {}
+        latencies, errors = asyncio.run(_run_async(args.port, letters, args.clients, args.client, args.rate,
+                                                   answered))
     wall = time.perf_counter() - start
     print(json.dumps({
+        "answered_at": answered if args.client != "smtplib" else {},
         "latencies": latencies, "errors": errors[:20], "error_count": len(errors),
         "wall": wall, "client_cpu": time.process_time() - cpu0, "finished_at": time.time(),
     }))
@@ -424,6 +436,7 @@ def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> di
             time.sleep(0.05)
         result["acknowledged"] = done - WARM_UP
         result["acks_done_after"] = time.time() - result["finished_at"]
+        result["ack_lags"] = _ack_lags(maildir, result.pop("answered_at", {}))
         # Everything the server spent on the run, acknowledgements included,
         # whether they were written during the burst or after it.
         result["server_cpu_to_last_ack"] = _cpu_seconds(server_pid) - cpu0
@@ -433,6 +446,26 @@ def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> di
         log.close()
     result["topics"] = n_topics
     return result
+
+
+def _ack_lags(maildir: Path, answered: dict[str, float]) -> list[float]:
+    """Seconds from each letter's 250 to its acknowledgement's file in the Maildir.
+
+    The file is written after the acknowledgement is queued, so this is an
+    upper bound on "queued within N s of its letter". Warm-up letters are
+    left out (the client did not time them).
+    """
+    from email.parser import BytesHeaderParser
+    from email.utils import parseaddr
+
+    lags = []
+    for path in maildir.iterdir() if maildir.exists() else []:
+        with open(path, "rb") as handle:
+            head = BytesHeaderParser().parse(handle)
+        to = parseaddr(str(head.get("To", "")))[1]
+        if to in answered:
+            lags.append(path.stat().st_mtime - answered[to])
+    return lags
 
 
 def bench_bare(args, cpus: tuple[set[int], set[int]] | None) -> dict:
@@ -513,12 +546,33 @@ def parts_main(args) -> int:
         config = load_config_file(_common.write_config(work, smtp_port=_common.free_port()))
         import_topics(work / "mailer.toml")
         db = open_database(config.storage.database)
-        start = time.process_time()
-        for sender, raw in letters:
-            with db.atomic():
-                archive.store_inbound(db, raw, archive.Envelope(sender, (RCPT,), "127.0.0.1:1"),
-                                      kind="letter", clock=system_clock)
-        store = (time.process_time() - start) / len(letters) * 1000
+        store = filing = parse_ms = 0.0
+        if hasattr(archive, "next_message_id"):
+            from mailer.store import arrivals
+
+            start = time.process_time()
+            for sender, raw in letters:
+                with db.atomic():  # what the listener commits before its 250
+                    arrivals.receive(db, raw, archive.Envelope(sender, (RCPT,), "127.0.0.1:1"),
+                                     kind="letter", clock=system_clock)
+            store = (time.process_time() - start) / len(letters) * 1000
+            start = time.process_time()
+            while True:  # what the pipeline does to file them: parse, then one transaction a round
+                batch = [(i, parsing.parse_message(raw)) for i, raw in arrivals.unfiled(db, pipeline.FILE_PER_ROUND)]
+                if not batch:
+                    break
+                with db.atomic():
+                    for arrival_id, parsed_one in batch:
+                        with db.atomic():
+                            arrivals.file_arrival(db, arrival_id, parsed_one, clock=system_clock)
+            filing = (time.process_time() - start) / len(letters) * 1000
+        else:  # the tree before arrivals: everything before the 250
+            start = time.process_time()
+            for sender, raw in letters:
+                with db.atomic():
+                    archive.store_inbound(db, raw, archive.Envelope(sender, (RCPT,), "127.0.0.1:1"),
+                                          kind="letter", clock=system_clock)
+            store = (time.process_time() - start) / len(letters) * 1000
         matching = _best_ms(lambda p: topics.topics_for_letter(db, p.subject, p.body_text, limit=3), parsed, 2)
         templates = template_environment(config.templates_override())
         ctx = PipelineContext(config=config, templates=templates, clock=system_clock)
@@ -526,7 +580,7 @@ def parts_main(args) -> int:
         start, done = time.process_time(), 0
         while True:
             with db.atomic():
-                handled = pipeline.process_pending(db, handlers, ctx, 1)
+                handled = pipeline.process_pending(db, handlers, ctx, pipeline.PER_TRANSACTION)
             if not handled:
                 break
             done += handled
@@ -547,10 +601,14 @@ def parts_main(args) -> int:
     outs = [outgoing(p) for p in parsed]
     messages = [build_message(o, clock=system_clock) for o in outs]
     acks = [m.as_bytes() for m in messages]
+    parse_ms = _best_ms(parsing.parse_message, raws)
     rows = [
-        ["listener: store_inbound, before the 250", store],
-        ["  of which parse_message", _best_ms(parsing.parse_message, raws)],
+        ["listener: before the 250 (arrivals.receive; store_inbound before arrivals)", store],
+        ["pipeline: filing (parse + thread + index), a letter" if filing else "  of which parse_message",
+         filing or parse_ms],
+        *([["  of which parse_message", parse_ms]] if filing else []),
         ["pipeline: process_pending, one letter acknowledged", acknowledging],
+        ["pipeline in all, a letter acknowledged (filing + acknowledging)", filing + acknowledging],
         ["  of which crisis.assess", _best_ms(lambda p: crisis.assess(p.subject, p.body_text), parsed)],
         ["  of which topics_for_letter", matching],
         ["  of which build_message + as_bytes",
@@ -586,6 +644,22 @@ def summarise(name: str, result: dict, letters: int) -> dict:
     }
 
 
+#: Open loop: every acknowledgement queued within this long of its letter's 250.
+AIM_OPEN_P99_MS = 30.0
+AIM_ACK_LAG_S = 2.0
+
+
+def _open_loop_note(args, open_loop: dict, raw_open: dict) -> str:
+    lags = raw_open["ack_lags"]
+    within = sum(lag <= AIM_ACK_LAG_S for lag in lags)
+    kept_up = within == args.letters
+    met = open_loop["p99"] < AIM_OPEN_P99_MS and kept_up
+    return (f"open loop {args.open_rate:g}/s: mailer p50 {open_loop['p50']:.1f} ms, p99 {open_loop['p99']:.1f} ms "
+            f"(aim < {AIM_OPEN_P99_MS:.0f} ms); pipeline: {within:,} of {args.letters:,} acknowledgements in the "
+            f"Maildir within {AIM_ACK_LAG_S:g} s of their letter's 250 (slowest {max(lags, default=float('nan')):.2f} s, "
+            f"p99 {percentile(lags, 99) if lags else float('nan'):.2f} s): " + ("aims met" if met else "aim MISSED"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A short run: 1,000 letters.")
@@ -596,6 +670,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="Offer letters at this many per second (open loop) instead of as fast as the "
                              "clients can; latency then shows what a sender sees at that load.")
+    parser.add_argument("--open-rate", type=float, default=200.0,
+                        help="Also run mailer open loop at this many letters a second (default 200; 0: skip).")
     parser.add_argument("--no-pin", action="store_true", help="Do not pin client and server to separate cores.")
     parser.add_argument("--profile", choices=("py-spy", "py-spy-gil", "cprofile"),
                         help="Profile the mailer server (figures get slower).")
@@ -628,7 +704,14 @@ def main() -> int:
     try:
         bare = summarise("bare aiosmtpd (250 only)", bench_bare(args, cpus), args.letters)
         raw_mailer = bench_mailer(args, work, cpus)
-        mailer = summarise("mailer serve (full pipeline)", raw_mailer, args.letters)
+        mailer = summarise("mailer serve, to the 250", raw_mailer, args.letters)
+        raw_open = open_loop = None
+        if args.open_rate and not args.rate:
+            open_args = argparse.Namespace(**{**vars(args), "rate": args.open_rate, "profile": None})
+            open_work = work / "open-loop"
+            open_work.mkdir()
+            raw_open = bench_mailer(open_args, open_work, cpus)
+            open_loop = summarise(f"mailer serve, open loop {args.open_rate:g}/s", raw_open, args.letters)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -638,6 +721,15 @@ def main() -> int:
     for r in (bare, mailer):
         rows.append([r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
                      f"{r['server_cpu_per_letter']:,.0f}", f"{r['ok']:,}", str(r["errors"])])
+    to_last_ack = args.letters / (raw_mailer["wall"] + raw_mailer["acks_done_after"])
+    rows.append(["mailer serve, to the last acknowledgement", f"{to_last_ack:,.0f}", "", "", "",
+                 f"{raw_mailer['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f}",
+                 f"{raw_mailer['acknowledged']:,} acks", ""])
+    if open_loop:
+        r = open_loop
+        rows.append([r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
+                     f"{raw_open['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f}", f"{r['ok']:,}",
+                     str(r["errors"])])
     info = _common.machine()
     notes = [
         f"open loop: letters offered at {args.rate:g}/s, latency counted from when each was due"
@@ -648,6 +740,7 @@ def main() -> int:
         f"the last {raw_mailer['acks_done_after']:.1f} s after the last 250 ({raw_mailer['topics']} topics); "
         f"server CPU to the last acknowledgement {raw_mailer['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f} us "
         "per letter",
+        *([_open_loop_note(args, open_loop, raw_open)] if open_loop else []),
         f"client: {args.client}, {args.clients} {'at most ' if args.rate else ''}concurrent, one connection per letter, "
         f"{bare['client_cpu_per_letter']:,.0f} us client CPU per letter; "
         + (f"server pinned to CPU {min(cpus[0])}, client to CPU {min(cpus[1])}" if cpus else "not pinned"),
@@ -667,6 +760,10 @@ def main() -> int:
             "acks_done_after": round(raw_mailer["acks_done_after"], 2),
             "server_cpu_to_last_ack_per_letter": round(raw_mailer["server_cpu_to_last_ack"] / args.letters * 1e6),
             "errors": mailer["errors"] + bare["errors"],
+            **({"open_rate": args.open_rate, "open_p50": round(open_loop["p50"], 2),
+                "open_p99": round(open_loop["p99"], 2),
+                "open_slowest_ack_s": round(max(raw_open["ack_lags"], default=float("nan")), 2),
+                "open_acks_within_2s": sum(lag <= 2.0 for lag in raw_open["ack_lags"])} if open_loop else {}),
         }))
     _common.print_table(
         f"mailer ingest bench, {dt.date.today().isoformat()}: {args.letters:,} letters",

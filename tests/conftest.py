@@ -46,6 +46,16 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: 
         time.sleep(interval)
 
 
+def wait_filed(db_path: Path, timeout: float = 10.0) -> None:
+    """Wait until the pipeline has filed every letter received (parsed, threaded, indexed).
+
+    A 250 means the bytes are kept (an ``arrivals`` row); what the archive
+    holds about them beyond that comes a moment later.
+    """
+    wait_for(lambda: rows(db_path, "SELECT count(*) AS n FROM arrivals")[0]["n"] == 0, timeout,
+             message="every letter received to be filed")
+
+
 def make_config(tmp_path: Path, **sections) -> Config:
     """A Config for tests: files under ``tmp_path``, free ports, Maildir delivery."""
     data = {

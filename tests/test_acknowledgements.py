@@ -540,8 +540,23 @@ def test_built_messages_are_byte_for_byte_those_of_the_stock_email_policies(name
     except AddressError:
         assume(False)
     with mock.patch("email.utils.make_msgid", return_value="<fixed@column.example>"), \
-            mock.patch.object(generator.Generator, "_make_boundary", return_value="==boundary=="):
+            mock.patch.object(generator.Generator, "_make_boundary", return_value="==boundary=="), \
+            mock.patch.object(compose.secrets, "token_hex", return_value="0" * 32):
         ours = build_message(outgoing, clock=lambda: _FIXED).as_bytes()
         with mock.patch.object(compose, "_SMTP", stock.SMTP), mock.patch.object(compose, "_SMTPUTF8", stock.SMTPUTF8):
             theirs = build_message(outgoing, clock=lambda: _FIXED).as_bytes()
     assert ours == theirs
+
+
+def test_an_acknowledgement_has_a_boundary_of_its_own_met_nowhere_in_its_parts():
+    import email
+
+    outgoing = _outgoing("Dana", "Boundaries", "Dear reader,\n--=_ is not a boundary\n", "<p>=_ hello</p>", [])
+    first = build_message(outgoing, clock=lambda: _FIXED)
+    second = build_message(outgoing, clock=lambda: _FIXED)
+    raw = first.as_bytes()
+    boundary = first.get_boundary()
+    assert boundary.startswith("=_") and len(boundary) == 34 and boundary != second.get_boundary()
+    assert raw.count(b"--" + boundary.encode()) == 3  # two parts and the close
+    parts = [p.get_content() for p in email.message_from_bytes(raw, policy=email.policy.default).iter_parts()]
+    assert "--=_ is not a boundary" in parts[0] and "=_ hello" in parts[1]

@@ -17,7 +17,7 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from conftest import letter, rows, send
+from conftest import letter, rows, send, wait_filed
 from mailer.store import archive, migrations
 from mailer import desk
 from mailer.store.archive import Envelope, SearchSyntaxError, store_inbound
@@ -43,6 +43,7 @@ def receive(db, raw: bytes, *, at: dt.datetime = NOW, kind: str = "letter",
 
 
 def inbound(db_path: Path) -> list:
+    wait_filed(db_path)
     return rows(db_path, "SELECT id, message_id, raw_sha256 FROM messages "
                          "WHERE direction = 'inbound' ORDER BY id")
 
@@ -620,3 +621,22 @@ def test_a_transaction_holds_the_write_lock_from_its_start_so_it_cannot_be_refus
     finally:
         other.close()
         ours.close()
+
+
+def test_the_index_follows_a_changed_subject_or_body_and_ignores_other_columns(db):
+    stored = receive(db, letter("Grief after my father died", "Dear column,\r\nI miss him.\r\n",
+                                message_id="<grief@example.org>"))
+    segments = db.execute("SELECT count(*), sum(length(block)) FROM messages_fts_data").fetchone()
+    with db.atomic():
+        db.execute("UPDATE messages SET processed_at = ?, disposition = 'acknowledged', meta = '{\"x\": 1}' "
+                   "WHERE id = ?", ["2026-11-26T09:00:01+00:00", stored.message_id])
+    # Marking a letter processed does not write to the full-text index.
+    assert db.execute("SELECT count(*), sum(length(block)) FROM messages_fts_data").fetchone() == segments
+    assert [r[0] for r in db.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'father'")] == [
+        stored.message_id]
+    with db.atomic():
+        db.execute("UPDATE messages SET subject = 'Loss', body_text = 'Dear column, it is hard.' WHERE id = ?",
+                   [stored.message_id])
+    assert db.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'father OR miss'").fetchall() == []
+    assert [r[0] for r in db.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'loss'")] == [
+        stored.message_id]

@@ -109,9 +109,11 @@ class ServeProcess:
 
 
 def inbound_by_message_id(db_path: Path) -> dict[str, list[bytes]]:
+    """Every letter the archive holds, filed or still arriving (received, not filed yet)."""
     found: dict[str, list[bytes]] = collections.defaultdict(list)
     for row in rows(db_path, "SELECT m.message_id, r.raw FROM messages m JOIN raw_messages r ON r.id = m.id "
-                             "WHERE m.direction = 'inbound'"):
+                             "WHERE m.direction = 'inbound' "
+                             "UNION ALL SELECT message_id, raw FROM arrivals"):
         found[row["message_id"]].append(bytes(row["raw"]))
     return found
 

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, letter, make_config, rows, send, wait_for
+from conftest import REPO, letter, make_config, rows, send, wait_filed, wait_for
 from mailer.store import archive, parsing
 from mailer import topics
 from mailer.store.archive import Envelope, store_inbound
@@ -255,6 +255,7 @@ def start_session(port: int) -> RawClient:
 
 
 def inbound(config) -> list[sqlite3.Row]:
+    wait_filed(config.storage.database)
     return rows(config.storage.database,
                 "SELECT m.id, m.subject, r.raw FROM messages m JOIN raw_messages r ON r.id = m.id "
                 "WHERE m.direction = 'inbound' ORDER BY m.id")

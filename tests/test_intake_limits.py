@@ -20,7 +20,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from conftest import free_port, letter, make_config, rows, send, wait_for
+from conftest import free_port, letter, make_config, rows, send, wait_filed, wait_for
 from mailer.app.background import BackgroundService
 from mailer.cli import main
 from mailer.store import archive, db as store_db, parsing
@@ -302,6 +302,7 @@ def test_a_letter_also_sent_to_subscribe_reaches_the_inbox_and_is_acknowledged(r
     code, reply = send(running.smtp_port, raw, rcpt_to=("subscribe@column.example", LETTERS))
     assert code == 250, reply
     database = running.config.storage.database
+    wait_filed(database)
     kept = rows(database, "SELECT kind, thread_id FROM messages WHERE direction = 'inbound'")
     assert [r["kind"] for r in kept] == ["letter"]
     assert rows(database, "SELECT has_letter FROM threads WHERE id = ?", [kept[0]["thread_id"]])[0][0] == 1
@@ -316,6 +317,7 @@ def test_a_latin1_letter_without_a_charset_is_stored_readable_and_found(running)
     raw = head + "J'ai été triste toute la semaine, et déjà fatiguée.\r\n".encode("latin-1")
     code, reply = send(running.smtp_port, raw)
     assert code == 250, reply
+    wait_filed(running.config.storage.database)
     kept = rows(running.config.storage.database,
                 "SELECT m.id, m.body_text, r.raw FROM messages m JOIN raw_messages r ON r.id = m.id")
     assert kept[0]["body_text"] == "J'ai été triste toute la semaine, et déjà fatiguée."

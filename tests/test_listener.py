@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import mailer.store.db
-from conftest import FIXTURES, free_port, letter, make_config, rows, send, wait_for
+from conftest import FIXTURES, free_port, letter, make_config, rows, send, wait_filed, wait_for
 from mailer.app.background import BackgroundService
 
 _QUEUED_AS = re.compile(rb"queued as (\d+)")
@@ -44,6 +44,7 @@ def archived(config) -> list[sqlite3.Row]:
     Only inbound rows: the service may already have archived its own
     acknowledgements beside them.
     """
+    wait_filed(config.storage.database)
     return rows(
         config.storage.database,
         "SELECT m.*, r.raw FROM messages m JOIN raw_messages r ON r.id = m.id "
@@ -52,6 +53,7 @@ def archived(config) -> list[sqlite3.Row]:
 
 
 def raw_of(config, message_id: int) -> bytes:
+    wait_filed(config.storage.database)
     found = rows(config.storage.database, "SELECT raw FROM raw_messages WHERE id = ?", [message_id])
     assert found, f"message {message_id} is not in the archive"
     return bytes(found[0]["raw"])
@@ -539,6 +541,7 @@ def test_a_letter_sent_with_swaks_as_the_readme_shows_is_archived(service, confi
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "250 2.0.0 Ok: queued as" in result.stdout
+    wait_filed(config.storage.database)
     stored = rows(config.storage.database,
                   "SELECT subject, body_text, mail_from FROM messages WHERE direction = 'inbound'")
     assert [(r["subject"], r["mail_from"]) for r in stored] == [("What is a therapist's job?", "dana@example.org")]

@@ -294,3 +294,32 @@ def test_status_has_help_text():
     result = CliRunner().invoke(main, ["status", "--help"])
     assert result.exit_code == 0
     assert "this week" in result.output and "Monday" in result.output and "--json" in result.output
+
+
+def test_status_shows_letters_received_and_not_filed_yet(tmp_path):
+    # No service runs, so nothing files them: two letters kept as the listener
+    # keeps them before its 250, the older five minutes before "now".
+    from mailer.store.arrivals import receive
+
+    config = make_config(tmp_path, smtp={"port": free_port()})
+    config_file = write_config_file(config, tmp_path / "mailer.toml")
+    db = open_database(config.storage.database)
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.atomic():
+        receive(db, letter("First", message_id="<w1@example.org>"), Envelope("a@example.org", ("letters@column.example",)),
+                kind="letter", clock=lambda: now - dt.timedelta(minutes=5))
+        receive(db, letter("Second", message_id="<w2@example.org>"), Envelope("b@example.org", ("letters@column.example",)),
+                kind="letter", clock=lambda: now)
+    db.close()
+
+    data = json.loads(status(config_file, "--json"))
+    assert data["filing"]["count"] == 2
+    assert 300 <= data["filing"]["oldest_age_seconds"] < 400
+    human = status(config_file)
+    assert "2 letter(s) received, waiting to be filed; the oldest for 3" in human
+
+    with BackgroundService(config):  # the pipeline files them
+        wait_for(lambda: not rows(config.storage.database, "SELECT id FROM arrivals"), message="filing")
+    data = json.loads(status(config_file, "--json"))
+    assert data["filing"] == {"count": 0, "oldest_age_seconds": None}
+    assert "every letter received is filed" in status(config_file)

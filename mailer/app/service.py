@@ -91,6 +91,9 @@ class Service:
             self.handler = LetterHandler(
                 self.config, self.writer, clock=self.clock, on_stored=self._on_stored
             )
+            if self.pipeline is not None:
+                handler = self.handler
+                self.pipeline.listener_busy = lambda: bool(handler.sessions)
             try:
                 self._server = await start_listener(self.config, self.handler, tls_context)
             except OSError as exc:

@@ -24,7 +24,7 @@ from mailer.clock import Clock, iso
 from mailer.config import Config
 from mailer.newsletter import subscribers
 from mailer.outbound import outbox
-from mailer.store import archive
+from mailer.store import archive, arrivals
 
 #: How long a probe of the listener or web address may take.
 PROBE_TIMEOUT = 0.5
@@ -129,6 +129,8 @@ def gather(config: Config, db: sqlite_utils.Database, *, clock: Clock, timeout: 
             "today_since": iso(today),
             "week_since": iso(monday),
         },
+        # Letters with a 250 whose bytes are kept but not parsed and threaded yet.
+        "filing": arrivals.waiting(db, now),
         "outbox": outbox.counts(db) | {"next_attempt_at": outbox.next_due_at(db)},
         "digest": digest_facts(config, db, now),
         "subscribers": subscribers.counts(db),

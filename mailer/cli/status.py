@@ -67,6 +67,12 @@ def human_lines(data: dict, zone: dt.tzinfo) -> list[tuple[str, str]]:
         lines.append(("web", "disabled (web.enabled = false)"))
     lines.append(("letters", f"today {letters['today']}, this week {letters['this_week']} "
                              f"(the week began {_when(letters['week_since'], zone)})"))
+    filing = data["filing"]
+    if filing["count"]:
+        lines.append(("filing", f"{filing['count']} letter(s) received, waiting to be filed; "
+                                f"the oldest for {filing['oldest_age_seconds']:.0f} s"))
+    else:
+        lines.append(("filing", "every letter received is filed"))
     outbox_text = f"pending {box['pending']}, failed {box['failed']}"
     if box["next_attempt_at"]:
         outbox_text += f" (next attempt {_when(box['next_attempt_at'], zone)})"

@@ -43,6 +43,10 @@ def list_(context: Context, urgent: bool, status: str | None, since: str | None,
     if as_json:
         emit_json(rows)
         return
+    for letter in desk.arriving(context.readonly_db):
+        # Received and safe, not parsed yet: sender and subject from a header scan.
+        click.echo(f"arriving  #{letter['id']}  {letter['received_at']}  "
+                   f"{letter['from_addr'] or letter['mail_from'] or '(unknown sender)'}  {letter['subject']}", err=True)
     for row in rows:
         row["flag"] = "URGENT" if row["urgent"] else ""
     emit_table(rows, [("id", "ID"), ("flag", ""), ("status", "STATUS"),
@@ -117,6 +121,9 @@ def search(context: Context, query: str, limit: int, as_json: bool) -> None:
     if as_json:
         emit_json([_search_json(row) for row in result.rows])
         return
+    waiting = len(desk.arriving(context.readonly_db))
+    if waiting:
+        click.echo(f"({waiting} letter(s) arriving, not filed yet: search finds them once filed)", err=True)
     if result.literal:
         click.echo(f"(searched for the words literally: {result.query})", err=True)
     if result.ranked_newest:

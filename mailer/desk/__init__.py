@@ -36,6 +36,7 @@ from mailer.desk.sessions import (  # noqa: F401
     revoke_all_sessions,
     revoke_session,
 )
+from mailer.store.arrivals import arriving  # noqa: F401  (letters received, not filed yet)
 from mailer.desk.replies import (  # noqa: F401
     Replied,
     ReplyDraft,

@@ -48,8 +48,9 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from mailer.clock import Clock
 from mailer.config import Config
 from mailer.inbound.limits import header_refusal
-from mailer.store.archive import Envelope, Stored, store_inbound
-from mailer.store.parsing import ParsedMessage, parse_message
+from mailer.store import scan
+from mailer.store.archive import Envelope, Stored
+from mailer.store.arrivals import receive
 from mailer.store.writer import DatabaseWriter
 
 log = logging.getLogger("mailer.listener")
@@ -283,7 +284,7 @@ class LetterHandler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server, session: Session, envelope: SmtpEnvelope):
-        """Archive the message and commit it, and only then answer 250."""
+        """Keep the message's bytes and commit them, and only then answer 250 (the pipeline files it)."""
         raw = bytes(envelope.original_content or b"")
         refusal = header_refusal(raw, self.config.smtp)
         if refusal is not None:
@@ -301,13 +302,7 @@ class LetterHandler:
         kind = "letter" if "letter" in kinds else kinds[0]
         self._enter()
         try:
-            # Read here, on a worker thread: the writer's transaction holds the
-            # archive's write lock, and only writes (a slow letter to read must
-            # not hold up every other letter's 250, nor the CLI's writes).
-            parsed = await asyncio.get_running_loop().run_in_executor(None, parse_message, raw)
-            stored: Stored = await self.writer.run(
-                _store_inbound, raw, smtp_envelope, kind, self.clock, parsed
-            )
+            stored: Stored = await self.writer.run(_receive, raw, smtp_envelope, kind, self.clock)
         except Exception as exc:  # noqa: BLE001 - any failure to store means "try later"
             log.error(
                 "deferred message: could not store it (%s) from=%s size=%d",
@@ -318,17 +313,16 @@ class LetterHandler:
             return "451 4.3.0 Could not store your message just now; please try again later"
         finally:
             self._leave()
-        parsed = stored.parsed
+        msgid = _printable(scan.message_id(raw))
         log.info(
-            "%s message: id=%d thread=%d kind=%s from=%s size=%d tls=%s message-id=%s%s",
+            "%s message: id=%d kind=%s from=%s size=%d tls=%s message-id=%s",
             "duplicate" if stored.duplicate else "accepted",
-            stored.message_id, stored.thread_id, kind, _printable(smtp_envelope.mail_from) or "<>",
-            len(raw), smtp_envelope.tls or "no", _printable(parsed.message_id if parsed else None) or "-",
-            " (unparseable, kept raw)" if parsed and parsed.error else "",
+            stored.message_id, kind, _printable(smtp_envelope.mail_from) or "<>",
+            len(raw), smtp_envelope.tls or "no", msgid or "-",
             # The same facts as fields for a log shipper (mailer/logs.py); never subject or names.
             extra={"event": "message_stored", "archive_id": stored.message_id, "thread_id": stored.thread_id,
                    "kind": kind, "mail_from": _printable(smtp_envelope.mail_from), "size": len(raw),
-                   "msgid": _printable(parsed.message_id if parsed else None), "duplicate": stored.duplicate},
+                   "msgid": msgid, "duplicate": stored.duplicate},
         )
         if self.on_stored is not None and not stored.duplicate:
             self.on_stored(stored)
@@ -364,9 +358,9 @@ class LetterHandler:
                 transport.close()
 
 
-def _store_inbound(db, raw, envelope, kind, clock, parsed: ParsedMessage) -> Stored:
-    # Runs on the writer thread, inside its batch transaction.
-    return store_inbound(db, raw, envelope, kind=kind, clock=clock, parsed=parsed)
+def _receive(db, raw, envelope, kind, clock) -> Stored:
+    # Runs on the writer thread, inside its batch transaction: no parsing here.
+    return receive(db, raw, envelope, kind=kind, clock=clock)
 
 
 def _tls_version(session: Session) -> str:

@@ -1,8 +1,11 @@
-"""What happens to a message after it is safely archived.
+"""What happens to a message after its bytes are safe.
 
-The listener only stores and answers 250; everything else (acknowledging a
-letter, confirming a subscription, counting a bounce) happens here, on the
-writer thread, one message per savepoint. A message is marked processed in
+The listener only keeps the bytes (``store.arrivals``) and answers 250;
+everything else happens here. First each arrival is filed: parsed on a
+thread of its own, outside any write transaction, then threaded, indexed and
+moved into ``messages`` by the writer. Then each filed message is handled
+(acknowledging a letter, confirming a subscription, counting a bounce) on
+the writer thread, one message per savepoint. A message is marked processed in
 the same transaction as whatever it caused, so after a crash every stored
 message is handled exactly once: on restart the pipeline picks up whatever
 is still unprocessed.
@@ -20,6 +23,9 @@ import sqlite_utils
 from mailer.clock import iso
 from mailer.inbound.handling import Handler, PipelineContext
 from mailer.rules import crisis
+from mailer.store import arrivals
+from mailer.store.db import open_readonly
+from mailer.store.parsing import parse_message
 from mailer.store.writer import DatabaseWriter
 
 log = logging.getLogger("mailer.pipeline")
@@ -52,6 +58,15 @@ def record_verdicts(db: sqlite_utils.Database, verdicts: dict[int, dict]) -> Non
         db.execute("UPDATE messages SET meta = json_set(meta, '$.spf', json(?)) WHERE id = ?",
                    [json.dumps(verdict), message_id])
 
+
+#: While senders are connected the pipeline waits for a quiet moment, at most
+#: this long a round: the listener shares the core (and the interpreter lock),
+#: and a sender waiting for its 250 comes before an acknowledgement.
+YIELD_SECONDS = 0.25
+
+#: Arrivals parsed per round, then filed as one job each in the writer's next
+#: batch (a savepoint each: one that fails does not hold back the others).
+FILE_PER_ROUND = 16
 
 def process_pending(
     db: sqlite_utils.Database, handlers: dict[str, Handler], ctx: PipelineContext, limit: int = 50
@@ -104,6 +119,13 @@ class Pipeline:
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._reader = None
+        # Whether letters may be waiting to be filed: set by the listener's
+        # hook (and at start), so handling a backlog does not look for
+        # arrivals before every acknowledgement.
+        self._arrived = True
+        #: Set by the service: whether the listener has senders connected now.
+        self.listener_busy: Callable[[], bool] = lambda: False
 
     async def start(self) -> None:
         """Start, handling anything stored but not handled before a restart."""
@@ -114,7 +136,8 @@ class Pipeline:
         self._task = asyncio.create_task(self._run(), name="pipeline")
 
     def message_stored(self, stored) -> None:
-        """Service hook: a message was archived; handle it soon."""
+        """Service hook: a letter's bytes were kept; file and handle it soon."""
+        self._arrived = True
         self._kick.set()
 
     async def stop(self) -> None:
@@ -123,6 +146,16 @@ class Pipeline:
         self._kick.set()
         if self._task is not None:
             await self._task
+        try:
+            # Whatever was received is filed before the service stops (the
+            # listener has stopped taking letters by now), so a stopped
+            # archive holds no arrivals unless a filing failed.
+            self._arrived = True
+            while await self.file_arrivals():
+                pass
+        except Exception:  # noqa: BLE001 - they stay arrivals, filed at the next start
+            log.exception("filing before the stop failed")
+        self.close()
 
     async def _check_senders(self) -> None:
         """SPF for the next letters, before they are handled, off the writer thread.
@@ -155,18 +188,65 @@ class Pipeline:
                 # disk) pending letters are retried even if no new one arrives.
                 await asyncio.wait_for(self._kick.wait(), timeout=RETRY_SECONDS)
             except asyncio.TimeoutError:
-                pass
+                self._arrived = True  # the safety net looks for arrivals too
             self._kick.clear()
             if self._stopping:
                 return
             try:
                 while True:
+                    await self._quiet_moment()
+                    filed = await self.file_arrivals()
                     await self._check_senders()
-                    if not await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION):
-                        break
-                    if self.on_processed:
+                    handled = await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION)
+                    if handled and self.on_processed:
                         self.on_processed()
-                    if self._stopping:
-                        return
+                    if self._stopping or not (filed or handled):
+                        break
+                if self._stopping:
+                    return
             except Exception:  # noqa: BLE001 - e.g. the disk is full; retried on the next letter
                 log.exception("processing stored messages failed; will retry")
+
+    async def _quiet_moment(self) -> None:
+        # Polled, not signalled: the listener's sessions come and go by the
+        # hundred a second, and a wake-up for each would cost more than this.
+        deadline = asyncio.get_running_loop().time() + YIELD_SECONDS
+        while self.listener_busy() and not self._stopping and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def file_arrivals(self) -> int:
+        """Parse the oldest arrivals off the writer, then file them; return how many were filed."""
+        if not self._arrived:
+            return 0
+        self._arrived = False
+        batch = await asyncio.to_thread(self._read_and_parse, FILE_PER_ROUND)
+        if len(batch) == FILE_PER_ROUND:
+            self._arrived = True  # there may be more
+        futures = [self.writer.submit(_file, arrival_id, parsed, self.ctx.clock) for arrival_id, parsed in batch]
+        filed = 0
+        for arrival_id, future in zip((a for a, _ in batch), futures):
+            try:
+                await asyncio.wrap_future(future)
+                filed += 1
+            except Exception:  # noqa: BLE001 - it stays an arrival and is tried again
+                self._arrived = True
+                log.exception("arrival %d: filing failed; will retry", arrival_id)
+        return filed
+
+    def _read_and_parse(self, limit: int) -> list[tuple[int, object]]:
+        # A read connection of the pipeline's own: the bytes are read and
+        # parsed while the writer goes on committing other letters.
+        if self._reader is None:
+            self._reader = open_readonly(self.writer.path)
+        return [(arrival_id, parse_message(raw)) for arrival_id, raw in arrivals.unfiled(self._reader, limit)]
+
+    def close(self) -> None:
+        """Close the pipeline's read connection."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _file(db: sqlite_utils.Database, arrival_id: int, parsed, clock):
+    # Runs on the writer thread: only the writes, the parse was done before.
+    return arrivals.file_arrival(db, arrival_id, parsed, clock=clock)

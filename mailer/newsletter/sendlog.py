@@ -18,7 +18,7 @@ import sqlite_utils
 
 from mailer.clock import iso, parse_iso
 from mailer.newsletter.digest import LEASE, DigestBusy
-from mailer.store.archive import normalize_subject
+from mailer.store.archive import next_message_id, normalize_subject
 from mailer.store.writer import DatabaseWriter
 
 log = logging.getLogger("mailer.digest")
@@ -102,11 +102,12 @@ def archive_copies(db, digest_id: int, archive: dict, copies: list[tuple[int, st
             ).lastrowid
             db.execute("UPDATE subscribers SET thread_id = ? WHERE id = ?", [thread_id, subscriber_id])
         message_id = db.execute(
-            "INSERT INTO messages (thread_id, direction, kind, created_at, correspondent, mail_from, rcpt_to, "
+            "INSERT INTO messages (id, thread_id, direction, kind, created_at, correspondent, mail_from, rcpt_to, "
             "message_id, from_addr, from_name, to_addrs, subject, date, auto_submitted, list_id, precedence, "
             "body_text, size, raw_sha256, processed_at, disposition, meta) "
-            "VALUES (?, 'outbound', 'digest', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'auto-generated', ?, 'bulk', ?, ?, ?, ?, ?, ?)",
-            [thread_id, now, address, archive["mail_from"], json.dumps([address]),
+            "VALUES (?, ?, 'outbound', 'digest', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'auto-generated', ?, 'bulk', ?, ?, ?, ?, ?, ?)",
+            # Ids are shared with letters received and not filed yet.
+            [next_message_id(db), thread_id, now, address, archive["mail_from"], json.dumps([address]),
              archive["message_id"].replace(archive["marker"], str(subscriber_id)),
              archive["from_addr"], archive["from_name"], json.dumps([address]), archive["subject"],
              archive["date"], archive["list_id"], archive["body_text"], size, sha256,

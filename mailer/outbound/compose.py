@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.header
 import email.utils
+import secrets
 import json
 import re
 from dataclasses import dataclass, field
@@ -173,4 +174,10 @@ def build_message(outgoing: Outgoing, *, clock: Clock) -> EmailMessage:
     msg.set_content(outgoing.body.text)
     if outgoing.body.html is not None:
         msg.add_alternative(outgoing.body.html, subtype="html")
+        # A boundary of our own: left unset, the generator makes a random one
+        # and compiles a regular expression for it to check it against the
+        # text, once per message (0.1-0.3 ms, more than the rest of the
+        # boundary's work). 128 random bits after "=_", which quoted-printable
+        # and base64 never produce, cannot be met in the parts.
+        msg.set_boundary(f"=_{secrets.token_hex(16)}")
     return msg

@@ -64,7 +64,8 @@ class Stored:
     """The outcome of archiving one message."""
 
     message_id: int
-    thread_id: int
+    #: None for a letter received but not filed yet (``arrivals.receive``).
+    thread_id: int | None
     duplicate: bool = False
     parsed: ParsedMessage | None = field(default=None, compare=False, repr=False)
 
@@ -80,39 +81,47 @@ def has_reply_prefix(subject: str) -> bool:
 
 
 def store_inbound(
-    db: sqlite_utils.Database,
-    raw: bytes,
-    envelope: Envelope,
-    *,
-    kind: str,
-    clock: Clock,
+    db: sqlite_utils.Database, raw: bytes, envelope: Envelope, *, kind: str, clock: Clock,
     parsed: ParsedMessage | None = None,
 ) -> Stored:
-    """Archive a message that arrived over SMTP, exactly as received.
+    """Archive and file a message that arrived over SMTP, exactly as received, in one go.
 
-    A retry of a message we already hold (same Message-ID, same bytes) is not
-    stored twice: the existing row is returned with ``duplicate=True``.
-    ``parsed``: ``parse_message(raw)`` when the caller read it already (the
-    listener does, before the write transaction); otherwise it is read here.
+    (The listener keeps only the bytes before its 250, ``arrivals.receive``.)
+    A retry of a message we hold (same Message-ID, same bytes) is not stored
+    twice: the existing row is returned with ``duplicate=True``. ``parsed``:
+    ``parse_message(raw)`` when the caller read it already.
     """
     sha = hashlib.sha256(raw).hexdigest()
     if parsed is None:
         parsed = parse_message(raw)
-    if parsed.message_id:
-        existing = db.execute(
-            "SELECT id, thread_id FROM messages WHERE raw_sha256 = ? AND message_id = ? "
-            "AND direction = 'inbound'",
-            [sha, parsed.message_id],
-        ).fetchone()
-        if existing:
-            return Stored(existing[0], existing[1], duplicate=True, parsed=parsed)
+    existing = find_duplicate(db, parsed, sha)
+    if existing:
+        return existing
+    return file_inbound(db, parsed, raw, sha, envelope, kind=kind, received_at=iso(clock()), clock=clock)
+
+
+def find_duplicate(db: sqlite_utils.Database, parsed: ParsedMessage, sha: str) -> Stored | None:
+    """The inbound message already filed with these bytes and this Message-ID, if any."""
+    if not parsed.message_id:
+        return None
+    existing = db.execute(
+        "SELECT id, thread_id FROM messages WHERE raw_sha256 = ? AND message_id = ? AND direction = 'inbound'",
+        [sha, parsed.message_id],
+    ).fetchone()
+    return Stored(existing[0], existing[1], duplicate=True, parsed=parsed) if existing else None
+
+
+def file_inbound(
+    db: sqlite_utils.Database, parsed: ParsedMessage, raw: bytes | None, sha: str, envelope: Envelope, *,
+    kind: str, received_at: str, clock: Clock, message_id: int | None = None, size: int = 0,
+) -> Stored:
+    """Thread, index and insert one parsed inbound message (``raw`` None: the arrival ``message_id``'s bytes)."""
     correspondent = (parsed.from_addr or envelope.mail_from or "").casefold()
-    now = iso(clock())
     with db.atomic():
-        thread_id = _thread_for(db, parsed, correspondent, now, clock, own_thread_only=True)
+        thread_id = _thread_for(db, parsed, correspondent, received_at, clock, own_thread_only=True)
         message_id = _insert(
-            db, parsed, raw, sha,
-            direction="inbound", kind=kind, created_at=now, correspondent=correspondent,
+            db, parsed, raw, sha, id=message_id, size=len(raw) if raw is not None else size,
+            direction="inbound", kind=kind, created_at=received_at, correspondent=correspondent,
             mail_from=envelope.mail_from, rcpt_to=list(envelope.rcpt_tos), peer=envelope.peer,
             thread_id=thread_id, processed_at=None,
             meta={
@@ -123,8 +132,14 @@ def store_inbound(
                 **({"helo": envelope.helo[:255]} if envelope.helo else {}),
             },
         )
-        _touch_thread(db, thread_id, now, reopen=(kind == "letter"), letter=(kind == "letter"))
+        _touch_thread(db, thread_id, received_at, reopen=(kind == "letter"), letter=(kind == "letter"))
     return Stored(message_id, thread_id, parsed=parsed)
+
+
+def next_message_id(db: sqlite_utils.Database) -> int:
+    """The id the next message or arrival gets: the two tables share one series of ids."""
+    return db.execute("SELECT max(ifnull((SELECT max(id) FROM messages), 0), "
+                      "ifnull((SELECT max(id) FROM arrivals), 0)) + 1").fetchone()[0]
 
 
 def store_outbound(
@@ -152,7 +167,7 @@ def store_outbound(
         if thread_id is None:
             thread_id = _thread_for(db, parsed, correspondent, now, clock)
         message_id = _insert(
-            db, parsed, raw, hashlib.sha256(raw).hexdigest(),
+            db, parsed, raw, hashlib.sha256(raw).hexdigest(), size=len(raw),
             direction="outbound", kind=kind, created_at=now, correspondent=correspondent,
             mail_from=mail_from, rcpt_to=rcpt_to, peer="", thread_id=thread_id,
             processed_at=now, meta=meta or {},
@@ -161,8 +176,9 @@ def store_outbound(
     return Stored(message_id, thread_id, parsed=parsed)
 
 
-def _insert(db, parsed: ParsedMessage, raw: bytes, sha: str, **columns) -> int:
+def _insert(db, parsed: ParsedMessage, raw: bytes | None, sha: str, *, size: int, id: int | None = None, **columns) -> int:
     row = {
+        "id": id if id is not None else next_message_id(db),
         "message_id": parsed.message_id,
         "in_reply_to": parsed.in_reply_to,
         "references_ids": json.dumps(parsed.references),
@@ -178,7 +194,7 @@ def _insert(db, parsed: ParsedMessage, raw: bytes, sha: str, **columns) -> int:
         "headers": json.dumps(parsed.headers, ensure_ascii=False),
         "body_text": parsed.body_text,
         "attachments": json.dumps(parsed.attachments),
-        "size": len(raw),
+        "size": size,
         "raw_sha256": sha,
         "parse_error": parsed.error or (("defects: " + ", ".join(parsed.defects[:20])) if parsed.defects else None),
         "disposition": None,
@@ -192,7 +208,10 @@ def _insert(db, parsed: ParsedMessage, raw: bytes, sha: str, **columns) -> int:
         [row[n] for n in names],
     )
     message_id = cursor.lastrowid
-    db.execute("INSERT INTO raw_messages (id, raw) VALUES (?, ?)", [message_id, raw])
+    if raw is None:
+        db.execute("INSERT INTO raw_messages (id, raw) SELECT id, raw FROM arrivals WHERE id = ?", [message_id])
+    else:
+        db.execute("INSERT INTO raw_messages (id, raw) VALUES (?, ?)", [message_id, raw])
     return message_id
 
 

@@ -203,10 +203,10 @@ async def inbox_page(request: Request) -> Response:
 
     def load(db):
         return (desk.inbox(db, view=view, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE),
-                desk.view_counts(db))
+                desk.view_counts(db), desk.arriving(db) if page == 1 else [])
 
-    threads, counts = await _read(request, load)
-    return _render(request, "inbox", view=view, threads=threads[:PAGE_SIZE], counts=counts,
+    threads, counts, arriving = await _read(request, load)
+    return _render(request, "inbox", view=view, threads=threads[:PAGE_SIZE], counts=counts, arriving=arriving,
                    page=page, more=len(threads) > PAGE_SIZE, views=_VIEW_LABELS)
 
 
@@ -311,7 +311,9 @@ async def search_page(request: Request) -> Response:
         except archive.SearchSyntaxError as exc:
             error = str(exc)
     counts = await _read(request, desk.view_counts)
+    arriving = len(await _read(request, desk.arriving)) if query else 0
     return _render(request, "search", status=400 if error else 200, q=query, result=result, search_page=True,
+                   arriving=arriving,
                    error=error, counts=counts, literal_href="/search?q=" + quote(_quoted(query)))
 
 
