@@ -35,6 +35,7 @@ from mailer.newsletter.sendlog import (
 )
 from mailer.newsletter.subscribers import (
     unsubscribe_token,
+    verp_address,
 )
 from mailer.newsletter.transport import (
     Copy,
@@ -283,7 +284,10 @@ class DigestRun:
 
         copy = Copy(raw, wire, self.frame.eight_bit, delivery_key(digest_id, subscriber_id))
         try:
-            answer = await session.send(copy, self.config.addresses.bounces, address, before_final_dot)
+            # Each copy's envelope sender names its subscriber (VERP), so a bounce
+            # is theirs whatever address the bouncing server reports.
+            answer = await session.send(copy, verp_address(self.config, self.key, subscriber_id), address,
+                                        before_final_dot)
         except Skip:
             self.summary.skipped += 1
             self.progress("skipped", 1)
