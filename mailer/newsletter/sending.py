@@ -150,7 +150,8 @@ class DigestRun:
             "list_id": str(message["List-Id"]),
             # Kept short: it is indexed for search once per copy. The copy itself
             # is rebuilt from the frame (`mailer digest raw`).
-            "body_text": f"Digest {digest.id}: {len(digest.topics)} new pieces (the copy: mailer digest raw)",
+            "body_text": f"Digest {digest.id}: {len(digest.topics)} new piece{'' if len(digest.topics) == 1 else 's'}"
+                         " (the copy: mailer digest raw)",
             "message_id": str(message["Message-ID"]),
             "marker": self.frame.markers.subscriber,
         }
@@ -392,6 +393,13 @@ async def run_digest(
     writer.start()
     reader = open_database(config.storage.database, migrate=False)
     runner = f"{socket.gethostname()}:{os.getpid()}"
+    if compose and config.topics.feed_url:
+        # New pieces on the column's site belong in this digest: check the
+        # feed first. A failed check is logged; the known topics still go out.
+        from mailer.topics.feed import refresh_configured_feed
+
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: refresh_configured_feed(config, clock=clock))
     try:
         opened = await writer.run(
             lambda db: open_digest(db, period=period, config=config, templates=templates, clock=clock, compose=compose))

@@ -384,3 +384,16 @@ def _acknowledgements_by_time(db: sqlite_utils.Database) -> None:
     # The cap counts the last hour's acknowledgements before each one; without
     # this index that count would read every outbound message.
     db.execute("CREATE INDEX messages_acknowledged ON messages (created_at) WHERE kind = 'acknowledgement'")
+
+
+# -- the column's feed, polled by itself ----------------------------------------
+@migration(9, "topic_feed: the feed's validators (ETag, Last-Modified) and its last check")
+def _topic_feed(db: sqlite_utils.Database) -> None:
+    # One row per feed URL. The validators make the next poll a conditional
+    # GET (a 304 costs the column's server nothing); error is what the last
+    # failed check said, shown by `mailer status` until a check succeeds.
+    db.execute(
+        "CREATE TABLE topic_feed (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, "
+        "checked_at TEXT, ok_at TEXT, error TEXT, added INTEGER NOT NULL DEFAULT 0, "
+        "updated INTEGER NOT NULL DEFAULT 0)"
+    )
