@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mailer.cli.context import Context, pass_context
-from mailer.cli.output import emit_table
+from mailer.cli.output import emit_table, local_time
 from mailer.clock import system_clock
 from mailer.config import ConfigError
 from mailer.newsletter import digest as digests
@@ -104,6 +104,9 @@ def send(context: Context, quiet: bool) -> None:
 def list_(context: Context, limit: int) -> None:
     """List digests: period, state, topics, and how many copies went."""
     rows = digests.list_digests(context.readonly_db, limit=limit)
+    for row in rows:  # times in the column's zone, as in the desk
+        row["created_at"] = local_time(row["created_at"], context.config.column.zone)
+        row["finished_at"] = local_time(row["finished_at"], context.config.column.zone) if row["finished_at"] else ""
     emit_table(rows, [("id", "ID"), ("status", "STATUS"), ("period", "PERIOD"), ("topics", "TOPICS"),
                       ("sent", "SENT"), ("other", "NOT SENT"), ("created_at", "COMPOSED"), ("finished_at", "FINISHED")])
 

@@ -40,9 +40,9 @@ from mailer.newsletter.subscribers import (
     get_subscriber,
     get_subscriber_by_id,
     normalize_email,
-    subscriber_for_verp_address,
     token_key,
 )
+from mailer.newsletter.verp import subscriber_for_verp_address
 from mailer.store.archive import raw_bytes
 
 

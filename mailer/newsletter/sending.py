@@ -35,8 +35,8 @@ from mailer.newsletter.sendlog import (
 )
 from mailer.newsletter.subscribers import (
     unsubscribe_token,
-    verp_address,
 )
+from mailer.newsletter.verp import verp_address
 from mailer.newsletter.transport import (
     Copy,
     DigestTransport,
