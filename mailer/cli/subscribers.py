@@ -40,10 +40,18 @@ def add(context: Context, email: str, confirmed: bool) -> None:
         raise click.ClickException(f"{email!r}: {exc}") from None
     address = subs.normalize_email(email)
     if result.sent:
-        click.echo(f"{address}: pending; confirmation queued (outbox {result.outbox_id}), "
-                   "`mailer serve` delivers it")
+        click.echo(f"{address}: pending; confirmation queued (outbox {result.outbox_id}); {_where(config)}")
     else:
         click.echo(f"{address}: {result.disposition}")
+
+
+def _where(config) -> str:
+    """Where `mailer serve` delivers the confirmation, so a newcomer can find its link."""
+    delivery = config.delivery
+    if delivery.mode == "maildir":
+        return (f"`mailer serve` delivers it to the Maildir {delivery.maildir}/new/ "
+                "(delivery.mode = \"maildir\"); its link confirms, or reply to it")
+    return f"`mailer serve` hands it to the relay {delivery.relay_host}:{delivery.relay_port}"
 
 
 @subscribers.command("remove")
