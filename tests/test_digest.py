@@ -265,10 +265,11 @@ def test_no_new_topics_means_no_digest_and_the_log_says_so(tmp_path, smtp_sink, 
     with caplog.at_level(logging.INFO, logger="mailer.digest"):
         summary = send_now(config, SteppingClock(MONDAY_8AM_NEW_YORK))
     assert summary.digest_id is None and summary.sent == 0
-    assert "no new topics since" in caplog.text
+    assert "no topics published since" in caplog.text
     assert smtp_sink.messages == []
     result = CliRunner().invoke(main, ["--config", str(write_config_file(tmp_path, config)), "digest", "preview"])
-    assert result.exit_code == 0 and "no new topics since" in result.output
+    assert result.exit_code == 0 and "(the newest is from 2026-10-01)" in result.output
+    assert "--since 2026-10-01" in result.output
 
 
 def test_preview_renders_the_next_digest_without_recording_anything(tmp_path, smtp_sink):
@@ -293,7 +294,7 @@ def test_digest_send_command_shows_a_summary(tmp_path, smtp_sink):
     assert "sent 5, failed 0, skipped 0" in result.output
     assert len(digests_at(smtp_sink)) == 5
     again = CliRunner().invoke(main, ["--config", str(write_config_file(tmp_path, config)), "digest", "send"])
-    assert "no new topics" in again.output and len(digests_at(smtp_sink)) == 5
+    assert "no topics published since" in again.output and len(digests_at(smtp_sink)) == 5
     listed = CliRunner().invoke(main, ["--config", str(write_config_file(tmp_path, config)), "digest", "list"])
     assert "sent" in listed.output and "manual:" in listed.output
 
