@@ -68,7 +68,7 @@ def preview(context: Context, html_file: str | None, to_email: str | None, since
         return
     click.echo(f"Subject: {result.subject}")
     click.echo(f"To: {subscriber['email'] if subscriber else digests.SAMPLE_READER + ' (a sample reader; --to EMAIL for a real copy)'}")
-    click.echo(f"Topics published after {result.since}: {len(result.topics)}")
+    click.echo(f"Topics published since {result.since[:10]}: {len(result.topics)}")
     click.echo("")
     click.echo(result.text)
     if html_file:
