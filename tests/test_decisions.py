@@ -61,6 +61,7 @@ def test_the_thread_says_why_a_letter_was_or_was_not_answered(tmp_path):
         page = client.get(f"/threads/{first['thread_id']}").text
     assert "What mailer did: not answered: acknowledged 2 days ago (at most once every 7 days)" in page
     assert "What mailer did: acknowledged: " in page
+    assert "Draft a topic" in page
 
 
 def test_a_digest_copy_can_be_read_in_the_desk_and_in_threads_show(tmp_path):
@@ -78,3 +79,4 @@ def test_a_digest_copy_can_be_read_in_the_desk_and_in_threads_show(tmp_path):
         assert log_in(client).status_code == 303
         page = client.get(f"/threads/{thread_id}").text
     assert "A piece from 2026-11-27" in page
+    assert "Draft a topic" not in page  # a digest thread has no reader's letter to draft from

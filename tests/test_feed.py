@@ -129,6 +129,44 @@ def test_an_unchanged_feed_costs_a_304_and_imports_nothing(tmp_path, site):
     db.close()
 
 
+def test_a_feed_served_with_an_etag_is_asked_with_if_none_match(tmp_path):
+    # Some sites (and CDNs) give an ETag and no Last-Modified.
+    body = rss(("letting-go", "Letting go of the plan", "Fri, 27 Nov 2026 15:00:00 GMT")).encode()
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("If-None-Match"))
+            if self.headers.get("If-None-Match") == '"v1"':
+                self.send_response(304)
+                self.send_header("ETag", '"v1"')
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("ETag", '"v1"')
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/feed"
+        db = open_database(tmp_path / "archive.sqlite3")
+        assert feeds.refresh_feed(db, url, clock=lambda: MONDAY_8AM_NEW_YORK).added == 1
+        assert feeds.refresh_feed(db, url, clock=lambda: MONDAY_8AM_NEW_YORK).status == "unchanged"
+        assert seen == [None, '"v1"']
+        assert feeds.feed_state(db, url)["etag"] == '"v1"'
+        db.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_failing_feed_is_logged_shown_in_status_and_never_blocks_the_digest(tmp_path, smtp_sink, caplog):
     from test_digest import send_now
 
