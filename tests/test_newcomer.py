@@ -99,3 +99,12 @@ def test_the_package_license_is_an_spdx_string_so_setuptools_does_not_warn():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["project"]["license"] == "Apache-2.0"
     assert "setuptools>=77" in project["build-system"]["requires"]
+
+
+def test_cli_tables_show_times_in_the_column_s_zone_as_the_desk_does(tmp_path):
+    config = make_config(tmp_path)  # column.timezone = America/New_York
+    db = open_database(config.storage.database)
+    subs.add_confirmed(db, "dana@example.org", clock=lambda: dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc))
+    db.close()
+    listed = run(tmp_path, config, "subscribers", "list")
+    assert "2026-11-23 04:00 EST" in listed.output and "09:00" not in listed.output
