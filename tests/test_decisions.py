@@ -38,7 +38,7 @@ def test_the_thread_says_why_a_letter_was_or_was_not_answered(tmp_path):
         send(running.smtp_port, letter("Re: My sister", LETTER, message_id="<d2@example.org>",
                                        extra_headers="In-Reply-To: <d1@example.org>"), mail_from="dana@example.org")
         processed(config, "<d2@example.org>")
-        send(running.smtp_port, letter("Out of office", "I am away.\r\n", sender="Robin <robin@example.net>",
+        send(running.smtp_port, letter("Your letter", "Thanks for writing.\r\n", sender="Robin <robin@example.net>",
                                        message_id="<d3@example.net>", extra_headers="Auto-Submitted: auto-replied"),
              mail_from="robin@example.net")
         processed(config, "<d3@example.net>")
