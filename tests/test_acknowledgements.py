@@ -191,7 +191,7 @@ def test_reader_writing_three_times_in_a_week_is_acknowledged_once(ack_config):
     dispositions = [r["disposition"] for r in rows(
         ack_config.storage.database, "SELECT disposition FROM messages WHERE kind = 'letter' ORDER BY id")]
     assert dispositions[0].startswith("acknowledged")
-    assert "within 7 days" in dispositions[1] and "within 7 days" in dispositions[2]
+    assert "at most once every 7 days" in dispositions[1] and "at most once every 7 days" in dispositions[2]
     assert dispositions[3].startswith("acknowledged")
     assert len(rows(ack_config.storage.database, "SELECT id FROM messages WHERE kind = 'letter'")) == 4
 

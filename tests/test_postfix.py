@@ -147,6 +147,8 @@ postlog    unix-dgram n - n - 1 postlogd
                               ("column_recipients", deploy_map("/etc/postfix/column_recipients"))):
             (self.etc / name).write_text("".join(f"{k} {v}\n" for k, v in entries.items()))
             maps[f"hash:/etc/postfix/{name}"] = f"texthash:{self.etc / name}"  # texthash: no postmap
+        (self.etc / "column_verp").write_text("\n".join(deploy_block("/etc/postfix/column_verp")) + "\n")
+        maps["regexp:/etc/postfix/column_verp"] = f"regexp:{self.etc / 'column_verp'}"
         guide = []
         for line in deploy_block("/etc/postfix/main.cf"):
             for production, here in maps.items():
@@ -328,6 +330,12 @@ def test_the_guide_s_blocks_agree_with_each_other_and_with_mailer():
     # Postfix lets through exactly the recipients mailer accepts (its addresses and postmaster).
     accepted = {a.casefold() for a in mailer.addresses.all()} | {f"postmaster@{mailer.smtp.domain}"}
     assert set(recipients) == accepted
+    # ... and the digests' VERP addresses, which mailer takes as its bounces address.
+    from mailer.newsletter.verp import verp_address
+
+    (pattern,) = deploy_map("/etc/postfix/column_verp")
+    assert re.fullmatch(pattern.strip("/"), verp_address(mailer, b"k" * 32, 12345))
+    assert not re.fullmatch(pattern.strip("/"), "letters+x@" + mailer.smtp.domain)
     # mailer relays through Postfix's own port 25 on loopback (in mynetworks).
     assert (mailer.delivery.mode, mailer.delivery.relay_host, mailer.delivery.relay_port) == ("smtp", "127.0.0.1", 25)
     # Postfix takes the column's domain as a relay, never as its own final destination.
@@ -414,6 +422,27 @@ def test_postfix_refuses_at_rcpt_a_recipient_mailer_would_refuse(front):
         # Refused at the door: nothing queued for mailer, so no bounce to a (forged) sender.
         assert rows(config.storage.database, "SELECT id FROM messages") == []
         assert sink.messages == []
+
+
+@pytest.mark.slow
+def test_a_bounce_to_a_digest_s_verp_address_gets_through_postfix_to_mailer(front):
+    # Digests leave from bounces+TOKEN@ (VERP); the guide's recipient_delimiter
+    # lets Postfix find bounces@ in the recipient table, and mailer takes it.
+    postfix, config = front.postfix, front.config
+    verp = "bounces+abcdefghijklmnopqrstuvwxyz234@column.example"
+    with postfix.explained():
+        with smtplib.SMTP("127.0.0.1", postfix.port, timeout=10) as client:
+            client.ehlo("mx.example.net")
+            client.mail("")
+            assert client.rcpt(verp)[0] == 250
+            assert client.rcpt("letters+tag@column.example")[0] == 550  # only the bounces address takes tags
+            code, reply = client.data((REPO / "tests" / "fixtures" / "bounces" / "qmail_01.txt")
+                                      .read_bytes().replace(b"\n", b"\r\n"))
+        assert code == 250, reply
+        stored = wait_for(lambda: rows(config.storage.database,
+                                       "SELECT rcpt_to FROM messages WHERE kind = 'bounce'"),
+                          message="the bounce in mailer's archive")
+        assert stored[0]["rcpt_to"] == f'["{verp}"]'
 
 
 # -- the systemd unit ---------------------------------------------------------------------

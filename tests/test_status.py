@@ -104,7 +104,7 @@ def test_status_of_a_running_service_then_of_a_stopped_one(tmp_path, smtp_sink):
     assert data["digest"]["next"]["schedule"] == "weekly_digest"
     assert (local.weekday(), local.hour, local.minute) == (0, 8, 0)
     assert generated < upcoming <= generated + dt.timedelta(days=7)
-    assert data["digest"]["schedules"] == [{"name": "weekly_digest", "cron": "0 8 * * mon",
+    assert data["digest"]["schedules"] == [{"name": "weekly_digest", "cron": "0 8 * * mon", "job": "digest",
                                             "timezone": "America/New_York", "next_at": data["digest"]["next"]["at"]}]
 
     assert data["subscribers"] == {"pending": 0, "confirmed": 1, "unsubscribed": 0, "suspended": 0}

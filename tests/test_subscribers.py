@@ -89,7 +89,8 @@ def test_replying_to_the_confirmation_confirms_and_says_thank_you(tmp_path):
     with BackgroundService(config) as running:
         request = ask(running)
         confirmation = wait_for(lambda: maildir(config), message="the confirmation")[0]
-        assert "(confirm " in confirmation["Subject"]
+        # A subject a person would write: no token in it.
+        assert confirmation["Subject"] == "Confirm your subscription to Enjoy Your Changes"
         assert confirmation["Auto-Submitted"] == "auto-replied"
         reply = ask(running, subject=f"Re: {confirmation['Subject']}", body="> Someone asked...\r\n",
                     in_reply_to=confirmation["Message-ID"], extra_headers=f"References: {request}")
@@ -110,6 +111,18 @@ def test_a_reply_that_lost_its_subject_confirms_by_threading_from_the_same_addre
         ask(running)
         confirmation = wait_for(lambda: maildir(config), message="the confirmation")[0]
         reply = ask(running, subject="yes", body="yes please\r\n", in_reply_to=confirmation["Message-ID"])
+        assert handled(config, reply)["disposition"].startswith("confirmed by reply")
+    assert subscriber(config)["status"] == "confirmed"
+
+
+def test_a_reply_that_kept_only_references_confirms(tmp_path):
+    # Some mail programs drop In-Reply-To but keep References (RFC 5322 3.6.4).
+    config = make_config(tmp_path)
+    with BackgroundService(config) as running:
+        request = ask(running)
+        confirmation = wait_for(lambda: maildir(config), message="the confirmation")[0]
+        reply = ask(running, subject="Re: Confirm your subscription", body="yes\r\n",
+                    extra_headers=f"References: {request} {confirmation['Message-ID']}")
         assert handled(config, reply)["disposition"].startswith("confirmed by reply")
     assert subscriber(config)["status"] == "confirmed"
 
@@ -161,7 +174,7 @@ def test_the_database_keeps_only_a_hash_of_the_confirmation_token(tmp_path):
     with BackgroundService(config) as running:
         ask(running)
         confirmation = wait_for(lambda: maildir(config), message="the confirmation")[0]
-    token = re.search(r"\(confirm ([A-Za-z0-9_-]{32})\)", confirmation["Subject"]).group(1)
+    token = re.search(r"/subscribe/confirm/([A-Za-z0-9_-]{32})", confirmation.get_body(("plain",)).get_content()).group(1)
     stored = rows(config.storage.database, "SELECT * FROM subscription_tokens")
     assert len(stored) == 1
     assert token not in json.dumps([dict(r) for r in stored])

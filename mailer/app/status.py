@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import sqlite3
 from pathlib import Path
 
 import sqlite_utils
@@ -99,10 +100,27 @@ def digest_facts(config: Config, db: sqlite_utils.Database, now: dt.datetime) ->
     for schedule in schedules:
         upcoming = next_fire_times(schedule, now)
         at = iso(upcoming[0]) if upcoming else None
-        facts["schedules"].append({"name": schedule.name, "cron": schedule.cron,
+        facts["schedules"].append({"name": schedule.name, "cron": schedule.cron, "job": schedule.job,
                                    "timezone": schedule.timezone, "next_at": at})
-        if at is not None and (facts["next"] is None or at < facts["next"]["at"]):
+        if schedule.job == "digest" and at is not None and (facts["next"] is None or at < facts["next"]["at"]):
             facts["next"] = {"schedule": schedule.name, "at": at}
+    return facts
+
+
+def feed_facts(config: Config, db: sqlite_utils.Database) -> dict:
+    """The column's feed: its URL, the last check, and the error if that check failed."""
+    from mailer.topics.feed import feed_state
+
+    url = config.topics.feed_url
+    facts: dict = {"url": url or None, "checked_at": None, "ok_at": None, "error": None, "added": 0}
+    if not url:
+        return facts
+    try:
+        row = feed_state(db, url)
+    except sqlite3.OperationalError:  # an archive from before the feed table
+        row = None
+    if row:
+        facts.update(checked_at=row["checked_at"], ok_at=row["ok_at"], error=row["error"], added=row["added"])
     return facts
 
 
@@ -133,6 +151,7 @@ def gather(config: Config, db: sqlite_utils.Database, *, clock: Clock, timeout: 
         "filing": arrivals.waiting(db, now),
         "outbox": outbox.counts(db) | {"next_attempt_at": outbox.next_due_at(db)},
         "digest": digest_facts(config, db, now),
+        "topics_feed": feed_facts(config, db),
         "subscribers": subscribers.counts(db),
         "database": database_size(config.storage.database),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mailer.cli.context import Context, pass_context
-from mailer.cli.output import emit_table
+from mailer.cli.output import emit_table, local_time
 from mailer.clock import system_clock
 from mailer.config import ConfigError
 from mailer.newsletter import digest as digests
@@ -23,21 +23,52 @@ def digest() -> None:
     """Preview, send and inspect the weekly "Enjoy Your Changes!" digest."""
 
 
+def _since(value: str | None) -> str | None:
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value.strip()).isoformat()
+    except ValueError:
+        raise click.BadParameter(f"expected a date like 2026-11-02, got {value!r}", param_hint="--since") from None
+
+
+SINCE_HELP = "List the topics published on or after DATE (YYYY-MM-DD) instead of those new since the last digest."
+
+
 @digest.command("preview")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write the HTML version to this file.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also write the HTML version to this file ('-': to standard output, instead of the text).")
+@click.option("--to", "to_email", metavar="EMAIL", help="Render this subscriber's own copy (their working unsubscribe link).")
+@click.option("--since", "since", metavar="DATE", help=SINCE_HELP)
 @pass_context
-def preview(context: Context, html_file: str | None) -> None:
+def preview(context: Context, html_file: str | None, to_email: str | None, since: str | None) -> None:
     """Show the next digest as a subscriber would get it, without sending or recording anything."""
+    from mailer.newsletter import subscribers as subs
+
     config = context.config
+    subscriber = None
+    if to_email:
+        try:
+            subscriber = subs.get_subscriber(context.db, subs.normalize_email(to_email))
+        except subs.InvalidAddress as exc:
+            raise click.ClickException(f"--to {to_email!r}: {exc}") from None
+        if subscriber is None:
+            raise click.ClickException(f"--to {to_email}: not a subscriber (see `mailer subscribers list`)")
     result = digests.preview(
         context.db, config=config, templates=template_environment(config.templates_override()),
-        clock=system_clock, key=token_key(config),
+        clock=system_clock, key=token_key(config), since=_since(since), to=subscriber,
     )
     if isinstance(result, str):
         click.echo(result)
         return
+    if html_file == "-":
+        click.echo(result.html or "")
+        return
     click.echo(f"Subject: {result.subject}")
-    click.echo(f"Topics published after {result.since}: {len(result.topics)}")
+    click.echo(f"To: {subscriber['email'] if subscriber else digests.SAMPLE_READER + ' (a sample reader; --to EMAIL for a real copy)'}")
+    click.echo(f"Topics published since {result.since[:10]}: {len(result.topics)}")
     click.echo("")
     click.echo(result.text)
     if html_file:
@@ -47,12 +78,26 @@ def preview(context: Context, html_file: str | None) -> None:
 
 @digest.command("send")
 @click.option("--quiet", is_flag=True, help="No progress bar, only the summary.")
+@click.option("--since", "since", metavar="DATE", help=SINCE_HELP)
+@click.option("--test", "test_email", metavar="EMAIL",
+              help="Send one copy to EMAIL (yourself) only; nothing is recorded and the digest still goes out as usual.")
 @pass_context
-def send(context: Context, quiet: bool) -> None:
+def send(context: Context, quiet: bool, since: str | None, test_email: str | None) -> None:
     """Send the digest now (or finish one a stopped run left unfinished).
 
-    Subscribers who already have this digest never get a second copy.
+    Subscribers who already have this digest never get a second copy. With
+    --test EMAIL, one copy goes to EMAIL and no period is marked sent.
     """
+    if test_email:
+        try:
+            answer = asyncio.run(sending.send_test_copy(context.config, test_email, clock=system_clock,
+                                                        key=token_key(context.config), since=_since(since)))
+        except (digests.DigestError, ConfigError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a relay that refuses: say so, plainly
+            raise click.ClickException(f"the test copy to {test_email} was not sent: {exc}") from None
+        click.echo(f"test copy sent to {test_email} ({answer}); nothing recorded, no period marked sent")
+        return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -85,6 +130,7 @@ def send(context: Context, quiet: bool) -> None:
         with progress:
             summary = asyncio.run(sending.run_digest(
                 config, clock=system_clock, key=token_key(config), progress=on_progress, on_start=on_start,
+                since=_since(since),
             ))
     except (digests.DigestError, ConfigError) as exc:  # ConfigError: relay password or CA file
         raise click.ClickException(str(exc)) from None
@@ -104,6 +150,9 @@ def send(context: Context, quiet: bool) -> None:
 def list_(context: Context, limit: int) -> None:
     """List digests: period, state, topics, and how many copies went."""
     rows = digests.list_digests(context.readonly_db, limit=limit)
+    for row in rows:  # times in the column's zone, as in the desk
+        row["created_at"] = local_time(row["created_at"], context.config.column.zone)
+        row["finished_at"] = local_time(row["finished_at"], context.config.column.zone) if row["finished_at"] else ""
     emit_table(rows, [("id", "ID"), ("status", "STATUS"), ("period", "PERIOD"), ("topics", "TOPICS"),
                       ("sent", "SENT"), ("other", "NOT SENT"), ("created_at", "COMPOSED"), ("finished_at", "FINISHED")])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mailer.cli.context import Context, pass_context
-from mailer.cli.output import emit_json, emit_table
+from mailer.cli.output import emit_json, emit_table, local_time
 from mailer.clock import system_clock
 from mailer.outbound import outbox as outbox_queue
 
@@ -28,7 +28,7 @@ def list_(context: Context, status: str | None, limit: int, as_json: bool) -> No
         return
     for row in rows:
         row["to"] = ", ".join(row["rcpt_to"])
-        row["when"] = row["sent_at"] or row["next_attempt_at"]
+        row["when"] = local_time(row["sent_at"] or row["next_attempt_at"], context.config.column.zone)
     emit_table(rows, [("id", "ID"), ("status", "STATUS"), ("kind", "KIND"), ("attempts", "TRIES"),
                       ("when", "SENT/NEXT"), ("thread_id", "THREAD"), ("to", "TO"), ("last_error", "LAST ANSWER")])
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Iterable
 
 import click
+
+from mailer.clock import parse_iso
 
 
 def emit_json(data) -> None:
@@ -34,3 +37,14 @@ def _cell(value) -> str:
         return "-"
     text = str(value)
     return " ".join(text.split())
+
+
+def local_time(stamp: str | None, zone: dt.tzinfo) -> str:
+    """An archive timestamp in the column's zone, as the desk shows it: 2026-11-30 08:00 EST."""
+    if not stamp:
+        return "-"
+    try:
+        moment = parse_iso(stamp).astimezone(zone)
+    except ValueError:
+        return stamp
+    return f"{moment:%Y-%m-%d %H:%M %Z}"

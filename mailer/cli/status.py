@@ -91,6 +91,16 @@ def human_lines(data: dict, zone: dt.tzinfo) -> list[tuple[str, str]]:
         lines.append(("next digest", f"{_when(digest['next']['at'], zone)} ({digest['next']['schedule']})"))
     else:
         lines.append(("next digest", "not scheduled (no schedule files; `mailer digest send` by hand)"))
+    feed = data.get("topics_feed") or {}
+    if not feed.get("url"):
+        lines.append(("topics feed", "none ([topics] feed_url not set; `mailer topics import` by hand)"))
+    elif feed.get("error"):
+        lines.append(("topics feed", f"FAILED at {_when(feed['checked_at'], zone)}: {feed['error']} "
+                                     f"(last good check {_when(feed['ok_at'], zone)}; digests use the topics known)"))
+    elif feed.get("checked_at"):
+        lines.append(("topics feed", f"{feed['url']} checked {_when(feed['checked_at'], zone)}"))
+    else:
+        lines.append(("topics feed", f"{feed['url']} not checked yet"))
     lines.append(("subscribers", ", ".join(f"{state} {n}" for state, n in data["subscribers"].items())))
     lines.append(("database", f"{db['path']}  {_bytes(db['bytes'])} "
                               f"(main {_bytes(db['main_bytes'])} + WAL {_bytes(db['wal_bytes'])})"))

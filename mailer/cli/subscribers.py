@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mailer.cli.context import Context, pass_context
-from mailer.cli.output import emit_json, emit_table
+from mailer.cli.output import emit_json, emit_table, local_time
 from mailer.clock import system_clock
 from mailer.newsletter import subscribers as subs
 from mailer.outbound.templating import template_environment
@@ -40,10 +40,18 @@ def add(context: Context, email: str, confirmed: bool) -> None:
         raise click.ClickException(f"{email!r}: {exc}") from None
     address = subs.normalize_email(email)
     if result.sent:
-        click.echo(f"{address}: pending; confirmation queued (outbox {result.outbox_id}), "
-                   "`mailer serve` delivers it")
+        click.echo(f"{address}: pending; confirmation queued (outbox {result.outbox_id}); {_where(config)}")
     else:
         click.echo(f"{address}: {result.disposition}")
+
+
+def _where(config) -> str:
+    """Where `mailer serve` delivers the confirmation, so a newcomer can find its link."""
+    delivery = config.delivery
+    if delivery.mode == "maildir":
+        return (f"`mailer serve` delivers it to the Maildir {delivery.maildir}/new/ "
+                "(delivery.mode = \"maildir\"); its link confirms, or reply to it")
+    return f"`mailer serve` hands it to the relay {delivery.relay_host}:{delivery.relay_port}"
 
 
 @subscribers.command("remove")
@@ -70,6 +78,8 @@ def list_(context: Context, status: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
+    for row in rows:  # times in the column's zone, as in the desk
+        row["confirmed_at"] = local_time(row["confirmed_at"], context.config.column.zone) if row["confirmed_at"] else ""
     emit_table(rows, [("id", "ID"), ("email", "EMAIL"), ("status", "STATUS"), ("confirmed_at", "CONFIRMED"),
                       ("hard_bounces", "BOUNCES"), ("note", "NOTE")])
     counts = subs.counts(context.readonly_db)

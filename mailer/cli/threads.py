@@ -11,7 +11,7 @@ import click
 
 from mailer import desk
 from mailer.cli.context import Context, pass_context
-from mailer.cli.output import emit_json, emit_table
+from mailer.cli.output import emit_json, emit_table, local_time
 from mailer.clock import system_clock
 from mailer.outbound.templating import template_environment
 from mailer.store import archive
@@ -49,6 +49,7 @@ def list_(context: Context, urgent: bool, status: str | None, since: str | None,
                    f"{letter['from_addr'] or letter['mail_from'] or '(unknown sender)'}  {letter['subject']}", err=True)
     for row in rows:
         row["flag"] = "URGENT" if row["urgent"] else ""
+        row["last_message_at"] = local_time(row["last_message_at"], context.config.column.zone)
     emit_table(rows, [("id", "ID"), ("flag", ""), ("status", "STATUS"),
                       ("last_message_at", "LAST"), ("message_count", "MSGS"),
                       ("correspondent", "READER"), ("subject", "SUBJECT")])
@@ -68,13 +69,14 @@ def _day(text: str, option: str) -> str:
 def show(context: Context, thread_id: int, as_json: bool) -> None:
     """Show every message of a thread in order, inbound and outbound."""
     try:
-        detail = desk.thread_detail(context.readonly_db, thread_id)
+        detail = desk.thread_detail(context.readonly_db, thread_id, token_key=_token_key(context))
     except desk.ThreadNotFound as exc:
         raise click.ClickException(str(exc)) from None
     thread, messages = detail["thread"], detail["messages"]
     if as_json:
         emit_json({"thread": thread, "messages": messages})
         return
+    zone = context.config.column.zone
     flag = "  [URGENT]" if thread["urgent"] else ""
     click.echo(f"Thread {thread['id']}: {thread['subject']}  ({thread['status']}){flag}")
     for message in messages:
@@ -82,8 +84,10 @@ def show(context: Context, thread_id: int, as_json: bool) -> None:
         arrow = "<<" if inbound else ">>"
         who = _sender(message) if inbound else f"to {message['correspondent']}"
         click.echo("")
-        click.echo(f"{arrow} #{message['id']} {message['kind']}  {message['created_at']}  {who}")
+        click.echo(f"{arrow} #{message['id']} {message['kind']}  {local_time(message['created_at'], zone)}  {who}")
         click.echo(f"   Subject: {message['subject']}")
+        if message.get("decision"):
+            click.echo(f"   Decision: {message['decision']}")
         if message["parse_error"]:
             click.echo(f"   (parse problem: {message['parse_error']})")
         if message["delivery"]:
@@ -93,6 +97,17 @@ def show(context: Context, thread_id: int, as_json: bool) -> None:
         click.echo("")
         for line in (message["body_text"] or "").splitlines() or [""]:
             click.echo(f"   {line}")
+
+
+def _token_key(context: Context) -> bytes | None:
+    """The key that rebuilds digest copies, if it exists (a desk without a digest has none)."""
+    from mailer.newsletter.subscribers import load_token_key
+
+    path = context.config.subscribers.token_key_file
+    try:
+        return load_token_key(path) if path.exists() else None
+    except ValueError:
+        return None
 
 
 def _sender(message: dict) -> str:
@@ -136,7 +151,7 @@ def search(context: Context, query: str, limit: int, as_json: bool) -> None:
     for row in result.rows:
         direction = "<<" if row["direction"] == "inbound" else ">>"
         who = row["from_name"] or row["from_addr"] if row["direction"] == "inbound" else f"to {row['correspondent']}"
-        click.echo(f"thread {row['thread_id']}  {direction} #{row['id']} {row['kind']}  {row['created_at'][:10]}  {who}")
+        click.echo(f"thread {row['thread_id']}  {direction} #{row['id']} {row['kind']}  {local_time(row['created_at'], context.config.column.zone)[:10]}  {who}")
         click.echo(f"   {_marked(row['subject_parts'], color)}")
         click.echo(f"   {' '.join(_marked(row['parts'], color).split())}")
         click.echo("")

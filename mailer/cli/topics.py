@@ -112,3 +112,24 @@ def match(context: Context, eml: str, limit: int | None, as_json: bool) -> None:
 from mailer.cli.desk import topic_draft as _topic_draft  # noqa: E402
 
 topics.add_command(_topic_draft, "draft")
+
+
+@topics.command("refresh")
+@pass_context
+def refresh(context: Context) -> None:
+    """Check the column's feed ([topics] feed_url) now and import its new pieces.
+
+    The same check `mailer serve` runs on schedules/topics_feed.toml and just
+    before each digest: a conditional GET (nothing is downloaded when the feed
+    has not changed). Exits with status 1 when the check fails.
+    """
+    from mailer.topics.feed import refresh_feed
+
+    url = context.config.topics.feed_url
+    if not url:
+        raise click.ClickException(
+            "no feed to check: set [topics] feed_url in the config (or use `mailer topics import PATH_OR_URL`)")
+    check = refresh_feed(context.db, url, clock=system_clock, timeout=context.config.topics.feed_timeout)
+    click.echo(check.line())
+    if check.status == "failed":
+        raise SystemExit(1)

@@ -19,5 +19,5 @@ from mailer.config.loading import (  # noqa: F401
 from mailer.config.sections import (  # noqa: F401
     DEFAULT_FILE, ENV_VAR, AcknowledgementsConfig, AddressesConfig, ColumnConfig, Config, ConfigError, CrisisConfig,
     DeliveryConfig, DigestConfig, DkimConfig, LoggingConfig, SmtpConfig, SpfConfig, StorageConfig, SubscribersConfig,
-    WebConfig,
+    TopicsConfig, WebConfig,
 )

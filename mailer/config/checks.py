@@ -84,6 +84,15 @@ def validate(config: Config) -> None:
     _validate_tls(config)
     _validate_dkim(config)
     _validate_limits(config)
+    _validate_topics(config)
+
+
+def _validate_topics(config: Config) -> None:
+    url = config.topics.feed_url
+    if url and not re.match(r"^https?://[^\s/]+\S*$", url, re.IGNORECASE):
+        raise ConfigError(
+            f"topics.feed_url: expected the http(s) address of the column's RSS or Atom feed, got {url!r}"
+        )
 
 
 #: Numbers below which the service starts but cannot work (refuses all mail,
@@ -96,7 +105,8 @@ _AT_LEAST = {
     "acknowledgements.topics_per_letter": 0,
 }
 #: Durations and rates that must be more than zero.
-_MORE_THAN_ZERO = ("smtp.idle_timeout", "smtp.min_data_rate", "web.session_hours", "delivery.timeout")
+_MORE_THAN_ZERO = ("smtp.idle_timeout", "smtp.min_data_rate", "web.session_hours", "delivery.timeout",
+                   "topics.feed_timeout")
 
 
 def _validate_limits(config: Config) -> None:

@@ -160,6 +160,14 @@ class SpfConfig:
 
 
 @dataclass(frozen=True)
+class TopicsConfig:
+    """``[topics]``: where new topics come from by themselves (the column's RSS/Atom feed)."""
+
+    feed_url: str = ""
+    feed_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class CrisisConfig:
     """``[crisis]``: the resources a reader in crisis is given first."""
 
@@ -232,6 +240,7 @@ class Config:
     acknowledgements: AcknowledgementsConfig = field(default_factory=AcknowledgementsConfig)
     spf: SpfConfig = field(default_factory=SpfConfig)
     crisis: CrisisConfig = field(default_factory=CrisisConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from mailer.desk.decisions import decision
 from mailer.desk.errors import DeskError, ThreadNotFound
 from mailer.desk.text import CLOSING, GREETING
 from mailer.outbound.compose import AddressError, make_address, reply_subject
@@ -85,12 +86,14 @@ def _preview(body: str) -> str:
 _JSON_COLUMNS = ("rcpt_to", "to_addrs", "references_ids", "attachments", "headers", "meta")
 
 
-def thread_detail(db: sqlite_utils.Database, thread_id: int) -> dict:
+def thread_detail(db: sqlite_utils.Database, thread_id: int, *, token_key: bytes | None = None) -> dict:
     """A thread and every message in it, oldest first, ready to show.
 
     Messages carry their JSON columns decoded, the ``topics`` an
-    acknowledgement linked (slug, title, url) and, for outbound mail, the
-    outbox's ``delivery`` status. Also ``letter`` (the reader's latest
+    acknowledgement linked (slug, title, url), for outbound mail the
+    outbox's ``delivery`` status, and for inbound mail the pipeline's
+    ``decision`` in words. With ``token_key`` a digest copy's ``body_text``
+    is the copy itself, rebuilt from its digest. Also ``letter`` (the reader's latest
     letter, which a reply answers) and ``reply_to`` (where a reply goes).
     Raises ThreadNotFound.
     """
@@ -113,6 +116,11 @@ def thread_detail(db: sqlite_utils.Database, thread_id: int) -> dict:
             ).fetchone()
             if row:
                 message["delivery"] = dict(zip(("status", "attempts", "sent_at", "last_error"), row))
+    by_id = {m["id"]: m for m in messages}
+    for message in messages:
+        message["decision"] = decision(message, by_id)
+        if message["kind"] == "digest" and token_key is not None:
+            message["body_text"] = _digest_text(db, message, token_key)
     letter = _last_letter(messages)
     return {
         "thread": thread,
@@ -122,6 +130,21 @@ def thread_detail(db: sqlite_utils.Database, thread_id: int) -> dict:
         "reply_subject": reply_subject(letter["subject"]) if letter else "",
         "reply_warning": reply_warning(thread, letter) if letter else None,
     }
+
+
+def _digest_text(db: sqlite_utils.Database, message: dict, token_key: bytes) -> str:
+    """The plain text of a digest copy, rebuilt from its digest's frame (the archive keeps no body)."""
+    import email
+    from email import policy
+
+    from mailer.newsletter.digest import DigestError, archived_bytes
+
+    try:
+        raw = archived_bytes(db, message["id"], token_key)
+    except (KeyError, DigestError) as exc:
+        return f"{message['body_text']}\n\n(the copy cannot be rebuilt: {exc})"
+    body = email.message_from_bytes(raw, policy=policy.default).get_body(("plain",))
+    return body.get_content() if body is not None else message["body_text"]
 
 
 def linked_topics(db: sqlite_utils.Database, meta: dict) -> list[dict]:

@@ -93,8 +93,10 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
             return "not answered: crisis resources already sent to this reader today"
     else:
         days = config.acknowledgements.once_per_days
-        if days and _acknowledged_since(db, correspondent, now - dt.timedelta(days=days)):
-            return f"not answered: already acknowledged this reader within {days} days"
+        earlier = days and _acknowledged_since(db, correspondent, now - dt.timedelta(days=days))
+        if earlier:
+            # When, so the desk can say "acknowledged 2 days ago".
+            return f"not answered: acknowledged {earlier} (at most once every {days} days)"
 
     cap = config.acknowledgements.max_per_hour
     if cap and _acknowledgements_since(db, now - dt.timedelta(hours=1), cap) >= cap:
@@ -149,18 +151,20 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
             "crisis": list(assessment.signals),
         },
     )
-    return f"acknowledged (message {stored.message_id}, outbox {outbox_id})"
+    n = len(chosen)
+    return f"acknowledged: {n} topic{'' if n == 1 else 's'} (message {stored.message_id}, outbox {outbox_id})"
 
 
-def _acknowledged_since(db, correspondent: str, since: dt.datetime, *, crisis_only: bool = False) -> bool:
+def _acknowledged_since(db, correspondent: str, since: dt.datetime, *, crisis_only: bool = False) -> str | None:
+    """When this reader was last acknowledged since ``since`` (an archive timestamp), or None."""
     sql = (
-        "SELECT meta FROM messages WHERE correspondent = ? AND kind = 'acknowledgement' "
-        "AND direction = 'outbound' AND created_at >= ?"
+        "SELECT meta, created_at FROM messages WHERE correspondent = ? AND kind = 'acknowledgement' "
+        "AND direction = 'outbound' AND created_at >= ? ORDER BY created_at DESC"
     )
-    for (meta,) in db.execute(sql, [correspondent, iso(since)]):
+    for meta, created_at in db.execute(sql, [correspondent, iso(since)]):
         if not crisis_only or json.loads(meta or "{}").get("crisis"):
-            return True
-    return False
+            return created_at
+    return None
 
 
 def _acknowledgements_since(db, since: dt.datetime, cap: int) -> int:

@@ -238,6 +238,20 @@ class LetterHandler:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def kind_of(self, address: str) -> str | None:
+        """What mail to ``address`` is (letter, bounce, ...), or None when it is not ours.
+
+        Digests go out from ``bounces+TOKEN@domain`` (VERP), so any tag after a
+        ``+`` on the bounces address is a bounce too; the newsletter reads the tag.
+        """
+        kind = self.kinds.get(address.casefold())
+        if kind is None:
+            local, at, domain = address.rpartition("@")
+            base, plus, tag = local.partition("+")
+            if at and plus and tag and self.kinds.get(f"{base}@{domain}".casefold()) == "bounce":
+                kind = "bounce"
+        return kind
+
     # -- connection bookkeeping -------------------------------------------------
     def admit(self, protocol: ColumnSMTP, client: str) -> str | None:
         """None when a new session from ``client`` may start, else the 421 that turns it away."""
@@ -274,7 +288,7 @@ class LetterHandler:
         if getattr(server, "rcpt_source_routed", False):
             log.info("refused recipient: source-routed (a relay attempt) peer=%s", _peer(session.peer))
             return "550 5.1.1 Source routes are not accepted; this server only takes mail for the column"
-        if address.casefold() not in self.kinds:
+        if self.kind_of(address) is None:
             log.info("refused recipient: not a column address peer=%s", _peer(session.peer))
             return f"550 5.1.1 <{_printable(address)}>: no such mailbox here; this server only takes mail for the column"
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
@@ -298,7 +312,7 @@ class LetterHandler:
             tls=_tls_version(session),
             helo=str(session.host_name or ""),
         )
-        kinds = [self.kinds[rcpt.casefold()] for rcpt in envelope.rcpt_tos]
+        kinds = [self.kind_of(rcpt) for rcpt in envelope.rcpt_tos]
         kind = "letter" if "letter" in kinds else kinds[0]
         self._enter()
         try:

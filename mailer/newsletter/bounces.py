@@ -1,12 +1,19 @@
-"""Delivery status reports at the ``bounces`` address: counting hard bounces.
+"""Bounces at the ``bounces`` address: counting hard bounces.
 
-Digests go out with the bounces address as envelope sender, so a digest that
-cannot be delivered comes back here as a DSN (RFC 3464): a
-``multipart/report; report-type=delivery-status`` whose
-``message/delivery-status`` part has one block of fields per recipient.
+Each digest copy goes out from ``bounces+TOKEN@domain`` (VERP, as Mailman
+does), the token naming its subscriber, so a bounce to that address is about
+that subscriber whatever the report says (or fails to say).
 
-A recipient counts as a *hard* bounce when its block says ``Action: failed``
-and its ``Status`` is 5.x.x. Soft bounces (4.x.x, ``delayed``) are kept in
+Reports come in many shapes. Standard ones (RFC 3464: a
+``multipart/report; report-type=delivery-status``) are read with the email
+package, for the status code and diagnostic; every other format (Exim,
+qmail, Postfix's and Exchange's plain text, the large providers' own) is
+left to flufl.bounce, Mailman's maintained detectors, which say which
+addresses failed permanently and which only for now.
+
+A recipient counts as a *hard* bounce when its DSN block says ``Action:
+failed`` with a 5.x.x ``Status``, or flufl.bounce finds a permanent failure
+for it. Soft bounces (4.x.x, ``delayed``) are kept in
 the archive and otherwise ignored. One bounced message counts once, however
 many reports arrive about it (when the report quotes the original
 Message-ID). After ``subscribers.hard_bounce_limit`` hard bounces the
@@ -16,7 +23,10 @@ confirm again.
 
 from __future__ import annotations
 
+import email
 import email.parser
+import json
+import logging
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
@@ -28,8 +38,11 @@ from mailer.inbound.handling import PipelineContext
 from mailer.newsletter.subscribers import (
     InvalidAddress,
     get_subscriber,
+    get_subscriber_by_id,
     normalize_email,
+    token_key,
 )
+from mailer.newsletter.verp import subscriber_for_verp_address
 from mailer.store.archive import raw_bytes
 
 
@@ -54,6 +67,36 @@ class DeliveryReport:
 
     recipients: list[RecipientStatus] = field(default_factory=list)
     original_message_id: str | None = None
+
+
+log = logging.getLogger("mailer.bounces")
+
+#: The Status recorded for a permanent failure found in a report with no RFC 3464 status.
+PERMANENT_WITHOUT_STATUS = "5.0.0"
+
+
+def read_bounce(raw: bytes) -> DeliveryReport:
+    """Every recipient a bounce reports: RFC 3464 blocks first, then flufl.bounce's findings.
+
+    flufl.bounce adds a ``failed 5.0.0`` entry for each permanently failing
+    address the DSN did not already name, and a ``delayed`` one for each
+    temporary failure. Never raises.
+    """
+    from flufl.bounce import all_failures  # imported here: only bounce handling needs it
+
+    report = parse_report(raw)
+    known = {status.recipient.casefold() for status in report.recipients}
+    try:
+        temporary, permanent = all_failures(email.message_from_bytes(raw))
+    except Exception:  # noqa: BLE001 - a detector tripping on odd input means no findings, not a lost bounce
+        log.warning("flufl.bounce could not read a bounce; only its RFC 3464 part (if any) is used")
+        return report
+    for found, action, status in ((permanent, "failed", PERMANENT_WITHOUT_STATUS), (temporary, "delayed", "4.0.0")):
+        for address in sorted(a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in found):
+            if address.casefold() not in known:
+                known.add(address.casefold())
+                report.recipients.append(RecipientStatus(address, action, status, "found by flufl.bounce"))
+    return report
 
 
 def parse_report(raw: bytes) -> DeliveryReport:
@@ -167,9 +210,12 @@ def handle_bounce(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
     """A message at the bounces address: count hard bounces of subscribers."""
     # Bounce threads need nobody's attention.
     db.execute("UPDATE threads SET status = 'archived' WHERE id = ? AND status = 'new'", [row["thread_id"]])
-    report = parse_report(raw_bytes(db, row["id"]))
+    report = read_bounce(raw_bytes(db, row["id"]))
+    verp = _verp_subscriber(db, row, ctx)
+    if verp is not None:
+        return "bounce: " + _count_verp(db, row, ctx, verp, report)
     if not report.recipients:
-        return "kept: not a delivery status report (no per-recipient status)"
+        return "kept: not a bounce report (no failed recipient found)"
     outcomes = []
     for status in report.recipients:
         if not status.hard:
@@ -188,3 +234,28 @@ def handle_bounce(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
             limit=ctx.config.subscribers.hard_bounce_limit, clock=ctx.clock,
         ))
     return "bounce: " + "; ".join(outcomes)
+
+
+def _verp_subscriber(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) -> dict | None:
+    """The subscriber named by the envelope recipient's VERP tag, if it is genuine."""
+    for address in json.loads(row.get("rcpt_to") or "[]"):
+        subscriber_id = subscriber_for_verp_address(ctx.config, token_key(ctx.config), address)
+        if subscriber_id is not None:
+            return get_subscriber_by_id(db, subscriber_id)
+    return None
+
+
+def _count_verp(db, row: dict, ctx: PipelineContext, subscriber: dict, report: DeliveryReport) -> str:
+    """A bounce of one subscriber's copy: hard if any failure in it is permanent."""
+    hard = [status for status in report.recipients if status.hard]
+    if not hard:
+        if report.recipients:
+            first = report.recipients[0]
+            return f"{subscriber['email']}: not a hard bounce ({first.action or '?'} {first.status or '?'})"
+        return f"{subscriber['email']}: not a hard bounce (no failure found in the report)"
+    # A DSN's own status says more than flufl.bounce's generic 5.0.0.
+    status = next((s for s in hard if s.status != PERMANENT_WITHOUT_STATUS), hard[0])
+    return record_hard_bounce(
+        db, subscriber, status, report_id=row["id"], original_message_id=report.original_message_id,
+        limit=ctx.config.subscribers.hard_bounce_limit, clock=ctx.clock,
+    )

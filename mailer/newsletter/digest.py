@@ -291,14 +291,18 @@ def unfinished_digests(db: sqlite_utils.Database) -> list[dict]:
     return list(db.query("SELECT id, period, created_at FROM digests WHERE status = 'sending' ORDER BY id"))
 
 
-def new_topics(db: sqlite_utils.Database, *, now: dt.datetime) -> tuple[list[dict], str]:
+def new_topics(db: sqlite_utils.Database, *, now: dt.datetime, since: str | None = None) -> tuple[list[dict], str]:
     """The topics the next digest would list, and the moment they are counted from.
 
     Topics carry only a date, so "published since the previous digest" is
     read as: published on or after the previous digest's day and not listed
     in it. (A piece published on a Monday after the Monday digest went out
-    belongs to the next one, not to none.)
+    belongs to the next one, not to none.) ``since`` (an ISO date, from
+    ``--since``) overrides that: topics published on or after that day.
     """
+    if since is not None:
+        day_before = (dt.date.fromisoformat(since) - dt.timedelta(days=1)).isoformat()
+        return topics_published_since(db, day_before), since
     previous = previous_digest(db)
     if previous is None:
         since = iso(now - FIRST_DIGEST_LOOKBACK)
@@ -319,6 +323,18 @@ class Opened:
     created: bool = False
 
 
+def no_topics_reason(db: sqlite_utils.Database, since: str) -> str:
+    """Why there is no digest, and what to do: import new pieces, or start earlier with --since."""
+    newest = db.execute("SELECT max(published) FROM topics").fetchone()[0]
+    day = since[:10]
+    if newest is None:
+        return (f"no topics published since {day}: the archive has no topics at all; import some "
+                "(`mailer topics import examples/topics.toml`, or set [topics] feed_url)")
+    return (f"no topics published since {day} (the newest is from {newest}); import new ones "
+            f"(`mailer topics import PATH_OR_URL`, `mailer topics refresh`) or use --since DATE "
+            f"(e.g. --since {newest})")
+
+
 def open_digest(
     db: sqlite_utils.Database,
     *,
@@ -327,6 +343,7 @@ def open_digest(
     templates: jinja2.Environment,
     clock: Clock,
     compose: bool = True,
+    since: str | None = None,
 ) -> Opened:
     """Find or compose the digest for ``period`` (None: resume an unfinished one, else now).
 
@@ -353,14 +370,14 @@ def open_digest(
             if digest.status == "empty":
                 return Opened(None, f"period {period} had no new topics; nothing to send")
             return Opened(None, f"digest {digest.id} for period {period} was already sent")
-        topics, since = new_topics(db, now=now)
+        topics, since = new_topics(db, now=now, since=since)
         if not topics:
             if not period.startswith("manual:"):
                 db.execute(
                     "INSERT INTO digests (period, status, created_at, since) VALUES (?, 'empty', ?, ?)",
                     [period, iso(now), since],
                 )
-            return Opened(None, f"no new topics since {since}: no digest")
+            return Opened(None, f"{no_topics_reason(db, since)}: no digest")
         cursor = db.execute(
             "INSERT INTO digests (period, status, created_at, since, topics, subject) "
             "VALUES (?, 'sending', ?, ?, ?, ?)",
@@ -382,24 +399,45 @@ class Preview:
     html: str | None
     topics: list[dict]
     since: str
+    raw: bytes = b""
+
+
+#: Who a preview is addressed to when no subscriber is named (its unsubscribe link leads nowhere).
+SAMPLE_READER = "reader@example.org"
 
 
 def preview(db: sqlite_utils.Database, *, config: Config, templates: jinja2.Environment,
-            clock: Clock, key: bytes) -> Preview | str:
-    """Render the next digest without recording anything; a str says why there is none."""
-    now = clock()
-    topics, since = new_topics(db, now=now)
-    if not topics:
-        return f"no new topics since {since}: no digest would be sent"
-    markers = Markers.new()
-    frame = Frame(compose_frame(config, templates, topics, digest_id=0, created=now, markers=markers), markers)
-    raw = frame.copy("reader@example.org", 0, unsubscribe_token(key, 0))
+            clock: Clock, key: bytes, since: str | None = None, to: dict | None = None) -> Preview | str:
+    """Render the next digest without recording anything; a str says why there is none.
+
+    ``to`` (a subscriber row) renders that subscriber's own copy, with their
+    working unsubscribe link; without it the copy is a sample reader's.
+    """
+    raw = render_copy(db, config=config, templates=templates, clock=clock, key=key, since=since, to=to)
+    if isinstance(raw, str):
+        return raw
+    raw, topics, since = raw
     msg = email.message_from_bytes(raw, policy=policy.default)
     html = msg.get_body(("html",))
     return Preview(
         subject=str(msg["Subject"]), text=msg.get_body(("plain",)).get_content(),
-        html=html.get_content() if html is not None else None, topics=topics, since=since,
+        html=html.get_content() if html is not None else None, topics=topics, since=since, raw=raw,
     )
+
+
+def render_copy(db: sqlite_utils.Database, *, config: Config, templates: jinja2.Environment, clock: Clock,
+                key: bytes, since: str | None = None, to: dict | None = None,
+                email_address: str | None = None) -> tuple[bytes, list[dict], str] | str:
+    """One copy of the next digest (bytes, topics, since), recording nothing; a str says why there is none."""
+    now = clock()
+    topics, since = new_topics(db, now=now, since=since)
+    if not topics:
+        return f"{no_topics_reason(db, since)}: no digest would be sent"
+    markers = Markers.new()
+    frame = Frame(compose_frame(config, templates, topics, digest_id=0, created=now, markers=markers), markers)
+    subscriber_id = to["id"] if to else 0
+    address = email_address or (to["email"] if to else SAMPLE_READER)
+    return frame.copy(address, subscriber_id, unsubscribe_token(key, subscriber_id)), topics, since
 
 
 def archived_bytes(db: sqlite_utils.Database, message_id: int, key: bytes) -> bytes:

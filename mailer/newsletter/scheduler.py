@@ -3,7 +3,7 @@
 Each ``*.toml`` file in ``digest.schedules`` is one schedule, named after the
 file (``weekly_digest.toml`` is ``weekly_digest``)::
 
-    job = "digest"            # what to run; "digest" is the only job so far
+    job = "digest"            # what to run: "digest", or "topics_feed" (check [topics] feed_url)
     cron = "0 8 * * mon"      # minute hour day-of-month month day-of-week
     timezone = "Europe/Paris" # optional; default column.timezone
 
@@ -41,7 +41,8 @@ from mailer.config import Config
 
 log = logging.getLogger("mailer.scheduler")
 
-JOBS = ("digest",)
+#: What a schedule file can run: the digest, or a check of the column's feed.
+JOBS = ("digest", "topics_feed")
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -170,6 +171,7 @@ class DigestScheduler:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self.runs: list = []  # summaries of runs, newest last (for tests and the log)
+        self.feed_checks: list = []  # what each scheduled feed check did, newest last
 
     @property
     def grace(self) -> dt.timedelta:
@@ -198,16 +200,33 @@ class DigestScheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def refresh_feed(self):
+        """Check ``[topics] feed_url`` now (the ``topics_feed`` job); a failure is logged, never raised."""
+        from mailer.topics.feed import refresh_configured_feed
+
+        if not self.config.topics.feed_url:
+            log.info("schedule topics_feed fired, but [topics] feed_url is not set")
+            return None
+        check = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: refresh_configured_feed(self.config, clock=self.clock))
+        self.feed_checks.append(check)
+        return check
+
     async def catch_up(self) -> None:
         """Resume a killed run, then serve any period missed within the grace period."""
         await self._run(None, compose=False)
         now = self.clock()
         for schedule in self.schedules:
+            if schedule.job != "digest":
+                continue
             fire = due_fire_time(schedule, now, self.grace)
             if fire is not None:
                 await self._run(period_key(schedule, fire))
 
     async def _fire(self, schedule: Schedule) -> None:
+        if schedule.job == "topics_feed":
+            self._spawn(self.refresh_feed())
+            return
         fire = due_fire_time(schedule, self.clock(), self.grace)
         if fire is None:
             log.warning("schedule %s fired, but no fire time is due by the service's clock", schedule.name)

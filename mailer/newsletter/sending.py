@@ -36,6 +36,7 @@ from mailer.newsletter.sendlog import (
 from mailer.newsletter.subscribers import (
     unsubscribe_token,
 )
+from mailer.newsletter.verp import verp_address
 from mailer.newsletter.transport import (
     Copy,
     DigestTransport,
@@ -149,7 +150,8 @@ class DigestRun:
             "list_id": str(message["List-Id"]),
             # Kept short: it is indexed for search once per copy. The copy itself
             # is rebuilt from the frame (`mailer digest raw`).
-            "body_text": f"Digest {digest.id}: {len(digest.topics)} new pieces (the copy: mailer digest raw)",
+            "body_text": f"Digest {digest.id}: {len(digest.topics)} new piece{'' if len(digest.topics) == 1 else 's'}"
+                         " (the copy: mailer digest raw)",
             "message_id": str(message["Message-ID"]),
             "marker": self.frame.markers.subscriber,
         }
@@ -283,7 +285,10 @@ class DigestRun:
 
         copy = Copy(raw, wire, self.frame.eight_bit, delivery_key(digest_id, subscriber_id))
         try:
-            answer = await session.send(copy, self.config.addresses.bounces, address, before_final_dot)
+            # Each copy's envelope sender names its subscriber (VERP), so a bounce
+            # is theirs whatever address the bouncing server reports.
+            answer = await session.send(copy, verp_address(self.config, self.key, subscriber_id), address,
+                                        before_final_dot)
         except Skip:
             self.summary.skipped += 1
             self.progress("skipped", 1)
@@ -371,8 +376,12 @@ async def run_digest(
     compose: bool = True,
     stopping: asyncio.Event | None = None,
     signer: Signer | None = None,
+    since: str | None = None,
 ) -> Summary:
     """Compose (or resume) and send the digest for ``period``; the whole of ``digest send``.
+
+    ``since`` (an ISO date, ``digest send --since``) lists the topics
+    published from that day instead of those new since the last digest.
 
     ``signer``: the DKIM signer already loaded (``mailer serve`` has one);
     None reads ``[dkim]`` here, before anything is composed or sent.
@@ -388,9 +397,17 @@ async def run_digest(
     writer.start()
     reader = open_database(config.storage.database, migrate=False)
     runner = f"{socket.gethostname()}:{os.getpid()}"
+    if compose and config.topics.feed_url:
+        # New pieces on the column's site belong in this digest: check the
+        # feed first. A failed check is logged; the known topics still go out.
+        from mailer.topics.feed import refresh_configured_feed
+
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: refresh_configured_feed(config, clock=clock))
     try:
         opened = await writer.run(
-            lambda db: open_digest(db, period=period, config=config, templates=templates, clock=clock, compose=compose))
+            lambda db: open_digest(db, period=period, config=config, templates=templates, clock=clock,
+                                   compose=compose, since=since))
         if opened.digest is None:
             log.info("%s", opened.reason, extra={"event": "digest_none", "period": period})
             return Summary(reason=opened.reason, finished=True)
@@ -418,6 +435,36 @@ async def run_digest(
     finally:
         reader.close()
         await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+
+
+async def send_test_copy(config: Config, email_address: str, *, clock: Clock, key: bytes,
+                         since: str | None = None) -> str:
+    """Send one copy of the next digest to ``email_address`` (the columnist), recording nothing.
+
+    No digest row, no send log, no period marked sent: the real digest still
+    goes out on schedule. Returns the relay's answer, or why there is no digest
+    (as the text of a DigestError).
+    """
+    import secrets
+
+    from mailer.newsletter.digest import DigestError, render_copy
+    from mailer.outbound.delivery import make_transport
+    from mailer.outbound.templating import template_environment
+
+    db = open_database(config.storage.database)
+    try:
+        made = render_copy(db, config=config, templates=template_environment(config.templates_override()),
+                           clock=clock, key=key, since=since, email_address=email_address)
+    finally:
+        db.close()
+    if isinstance(made, str):
+        raise DigestError(made)
+    raw = made[0]
+    signer = load_signer(config, clock=clock)
+    if signer is not None:
+        raw = signer.signature(raw, at=clock()) + raw
+    transport = make_transport(config.delivery)
+    return await transport.deliver(raw, config.addresses.bounces, [email_address], f"digest-test-{secrets.token_hex(6)}")
 
 
 async def _renew(writer: DatabaseWriter, digest_id: int, runner: str, clock: Clock) -> None:

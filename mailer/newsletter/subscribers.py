@@ -357,9 +357,9 @@ def request_subscription(
             outgoing = Outgoing(
                 sender=make_address(config.addresses.subscribe, config.column.name),
                 recipient=make_address(email),
-                # The token rides in the subject too, so a reply confirms even
-                # when a mail program drops In-Reply-To.
-                subject=f"Confirm your subscription to {config.column.name} (confirm {token})",
+                # No token in the subject (it reads like spam): a reply is
+                # matched by In-Reply-To/References to this Message-ID.
+                subject=f"Confirm your subscription to {config.column.name}",
                 body=body,
                 domain=config.smtp.domain,
                 extra_headers={"Reply-To": config.addresses.subscribe, **AUTO_REPLY_HEADERS},

@@ -454,3 +454,16 @@ def _fts_update_only_indexed_columns(db: sqlite_utils.Database) -> None:
         f'INSERT INTO "messages_fts" ("messages_fts", rowid, {columns}) VALUES(\'delete\', old.rowid, {old}); '
         f'INSERT INTO "messages_fts" (rowid, {columns}) VALUES (new.rowid, {new}); END'
     )
+
+
+# -- the column's feed, polled by itself ----------------------------------------
+@migration(12, "topic_feed: the feed's validators (ETag, Last-Modified) and its last check")
+def _topic_feed(db: sqlite_utils.Database) -> None:
+    # One row per feed URL. The validators make the next poll a conditional
+    # GET (a 304 costs the column's server nothing); error is what the last
+    # failed check said, shown by `mailer status` until a check succeeds.
+    db.execute(
+        "CREATE TABLE topic_feed (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, "
+        "checked_at TEXT, ok_at TEXT, error TEXT, added INTEGER NOT NULL DEFAULT 0, "
+        "updated INTEGER NOT NULL DEFAULT 0)"
+    )

@@ -230,6 +230,11 @@ def _fetch(url: str) -> bytes:
     return data
 
 
+def load_feed_bytes(source: str, data: bytes) -> tuple[list[Topic], list[str]]:
+    """Topics from the bytes of an RSS/Atom feed (fetched elsewhere); problems as in :func:`load_catalog`."""
+    return _load_feed(source, data)
+
+
 def _load_feed(source: str, data: bytes) -> tuple[list[Topic], list[str]]:
     import feedparser  # imported here: only feed imports need it
 

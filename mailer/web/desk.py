@@ -223,7 +223,7 @@ async def thread_page(request: Request) -> Response:
 async def _thread(request: Request, thread_id: int, *, status: int = 200, text: str | None = None,
                   error: str | None = None, preview: str | None = None) -> Response:
     def load(db):
-        return desk.thread_detail(db, thread_id), desk.view_counts(db)
+        return desk.thread_detail(db, thread_id, token_key=_digest_key(request)), desk.view_counts(db)
 
     try:
         detail, counts = await _read(request, load)
@@ -237,6 +237,17 @@ async def _thread(request: Request, thread_id: int, *, status: int = 200, text: 
         other_statuses=[s for s in archive.THREAD_STATUSES if s != detail["thread"]["status"]],
         **detail,
     )
+
+
+def _digest_key(request: Request) -> bytes | None:
+    """The key that rebuilds digest copies for reading, if the column has one yet."""
+    from mailer.newsletter.subscribers import load_token_key
+
+    path = request.app.state.config.subscribers.token_key_file
+    try:
+        return load_token_key(path) if path.exists() else None
+    except ValueError:
+        return None
 
 
 async def reply_action(request: Request) -> Response:
