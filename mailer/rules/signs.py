@@ -15,6 +15,11 @@ is a phrase that is *not* the sign although it contains one ("see you
 tomorrow" is no time for an act); a match that lies inside an exclusion of
 its own category does not count. Exclusions never reach across categories.
 
+A phrase with `` ... `` in it ("pills ... saved") is a *near* phrase: its two
+parts may come in either order with up to :data:`NEAR_WINDOW` words between
+them, so "I've been saving my pills" and "the pills I saved" both match
+without listing every word order.
+
 All phrases of all categories are kept in one trie of words, so a letter is
 read once, word by word, whatever the size of the vocabulary.
 """
@@ -41,6 +46,10 @@ _NUMBER_WORDS = frozenset(
 )
 # Trie node keys for the end of a phrase and of an exclusion.
 _END, _EXCLUDE = "\x00end", "\x00exclude"
+#: How far apart (in words, either order) the two parts of a near phrase may be:
+#: about a clause, so "pills" in one paragraph and "saved" in the next do not meet.
+NEAR_WINDOW = 6
+_NEAR = " ... "
 
 
 #: Words that hedge or intensify without changing what is said ("I just want
@@ -108,9 +117,21 @@ class Vocabulary:
     def __init__(self, categories: list[SignCategory]) -> None:
         self.categories = tuple(categories)
         self._trie: dict = {}
+        # Near phrases: each part is filed in the trie under a key of its own,
+        # and (category, key of part one, key of part two) is kept here.
+        self._near: list[tuple[str, str, str]] = []
         for category in categories:
+            for phrase in category.phrases:
+                if _NEAR in phrase:
+                    first, second = (part.strip() for part in phrase.split(_NEAR, 1))
+                    keys = (f"\x01{len(self._near)}a", f"\x01{len(self._near)}b")
+                    for key, part in zip(keys, (first, second)):
+                        self._file(_phrase_tokens(part), _END, key)
+                    self._near.append((category.id, *keys))
             for kind, phrases in ((_END, category.phrases), (_EXCLUDE, category.exclusions)):
                 for phrase in phrases:
+                    if _NEAR in phrase:
+                        continue
                     words = _phrase_tokens(phrase)
                     if not words:
                         continue  # an emoji or punctuation only: nothing a word match can find
@@ -118,6 +139,15 @@ class Vocabulary:
                     for word in words:
                         node = node.setdefault(word, {})
                     node.setdefault(kind, set()).add(category.id)
+
+    def _file(self, words: tuple[str, ...], kind: str, key: str) -> None:
+        """File one phrase's words in the trie under ``key``."""
+        if not words:
+            return
+        node = self._trie
+        for word in words:
+            node = node.setdefault(word, {})
+        node.setdefault(kind, set()).add(key)
 
     def _walk(self, tokens: list[str], start: int):
         """Yield (kind, category ids, end) for every phrase that begins at ``start``."""
@@ -149,8 +179,16 @@ class Vocabulary:
                 target = found if kind == _END else excluded
                 for category in ids:
                     target.setdefault(category, []).append((start, end))
+        for category, first, second in self._near:
+            if first in found and second in found:
+                for s1, e1 in found[first]:
+                    for s2, e2 in found[second]:
+                        if s2 - e1 <= NEAR_WINDOW and s1 - e2 <= NEAR_WINDOW:
+                            found.setdefault(category, []).append((min(s1, s2), max(e1, e2)))
         result = {}
         for category, spans in found.items():
+            if category.startswith("\x01"):
+                continue  # one part of a near phrase, not a sign by itself
             blocked = excluded.get(category, ())
             kept = [(s, e) for s, e in spans if not any(bs <= s and e <= be for bs, be in blocked)]
             if kept:

@@ -1,0 +1,122 @@
+"""A small word model of crisis letters, beside the warning signs and patterns.
+
+The sign vocabulary and the curated patterns know phrases; a reader who names
+a means, a preparation or a goodbye in other words is missed by both. This
+model scores a letter from its words (folded as the vocabulary folds them),
+its word pairs, and the sign categories found, with a weight per feature
+learnt by L2-regularised logistic regression on the labelled development
+letters. It is small on purpose (a few thousand weights, plain Python, no
+dependency) so it is cheap, readable, and cannot memorise much.
+
+The weights live in ``mailer/data/crisis_model.json``, written by
+``python bench/crisis.py --train`` from the development letters only (never
+the blind set, never dev2's held-out part); the file records what it was
+trained on and the threshold chosen there. :mod:`mailer.rules.crisis` uses the
+score only to *add* letters the rules miss: it never clears a strong sign.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.rules.signs import tokens_of
+
+__all__ = ["WordModel", "features_of", "train", "load_model", "MODEL_PATH"]
+
+MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "crisis_model.json"
+
+
+def features_of(prepared: str, signs: Iterable[str] = ()) -> set[str]:
+    """The features of an already-normalised letter: folded words, adjacent word pairs, sign categories."""
+    words = tokens_of(prepared)
+    found = set(words)
+    found.update(f"{a} {b}" for a, b in zip(words, words[1:]))
+    found.update(f"sign:{sign}" for sign in signs)
+    return found
+
+
+@dataclass(frozen=True)
+class WordModel:
+    """Feature weights, a bias, and the threshold above which a letter counts as a crisis."""
+
+    weights: dict[str, float]
+    bias: float
+    threshold: float
+    trained_on: str = ""
+
+    def probability(self, features: Iterable[str]) -> float:
+        """The model's probability that a letter with these features is a crisis."""
+        z = self.bias + sum(self.weights.get(f, 0.0) for f in features)
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def to_json(self) -> str:
+        """The model as JSON, weights rounded and sorted so the file diffs well."""
+        return json.dumps(
+            {
+                "trained_on": self.trained_on,
+                "threshold": round(self.threshold, 4),
+                "bias": round(self.bias, 4),
+                "weights": {k: round(v, 4) for k, v in sorted(self.weights.items()) if abs(v) >= 1e-3},
+            },
+            indent=0,
+            ensure_ascii=False,
+        )
+
+
+def train(
+    examples: list[tuple[set[str], bool]],
+    *,
+    l2: float = 0.02,
+    epochs: int = 60,
+    rate: float = 0.2,
+    crisis_weight: float = 2.0,
+    min_count: int = 2,
+) -> WordModel:
+    """Fit weights by stochastic gradient descent on (features, is_crisis) pairs.
+
+    A crisis example weighs ``crisis_weight`` times a calm one, because a miss
+    is worse than a false alarm. Features seen in fewer than ``min_count``
+    letters are dropped: one letter's odd word is not evidence.
+    """
+    counts: dict[str, int] = {}
+    for features, _label in examples:
+        for f in features:
+            counts[f] = counts.get(f, 0) + 1
+    kept = {f for f, n in counts.items() if n >= min_count}
+    data = [([f for f in features if f in kept], label) for features, label in examples]
+    weights: dict[str, float] = dict.fromkeys(kept, 0.0)
+    bias = 0.0
+    order = list(range(len(data)))
+    for epoch in range(epochs):
+        step = rate / (1 + epoch * 0.1)
+        # A fixed, deterministic shuffle per epoch: the same letters give the same weights.
+        order.sort(key=lambda i: (i * 7919 + epoch * 104729) % 1000003)
+        for i in order:
+            features, label = data[i]
+            z = bias + sum(weights[f] for f in features)
+            p = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+            scale = crisis_weight if label else 1.0
+            gradient = (p - float(label)) * scale
+            bias -= step * gradient
+            for f in features:
+                weights[f] -= step * (gradient + l2 * weights[f])
+    return WordModel(weights=weights, bias=bias, threshold=0.5)
+
+
+@functools.cache
+def load_model(path: Path = MODEL_PATH) -> WordModel | None:
+    """The shipped model, read once per process; None when there is no model file."""
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return WordModel(
+        weights={str(k): float(v) for k, v in data["weights"].items()},
+        bias=float(data["bias"]),
+        threshold=float(data["threshold"]),
+        trained_on=str(data.get("trained_on", "")),
+    )
