@@ -28,7 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.rules.crisis import _explain, _prepare, _sign_matches, assess  # noqa: E402
+from mailer.rules.crisis import _explain, _prepare, _sign_matches, assess, rules_urgent  # noqa: E402
+from mailer.rules.crisis_model import MODEL_PATH, WordModel, features_of  # noqa: E402
+from mailer.rules.crisis_model import train as train_words  # noqa: E402
 
 DEVELOPMENT = ROOT / "tests" / "data" / "crisis_cases.toml"
 BLIND = ROOT / "bench" / "data" / "crisis_blind.toml"
@@ -128,6 +130,47 @@ def show(case: dict) -> str:
     return f"  {case['id']}{tag}: {text!r}\n      patterns: {fired}\n      signs: {signs or 'none'}"
 
 
+def _model_features(case: dict) -> set[str]:
+    """The word model's features of one case, as assess() computes them."""
+    prepared = _prepare(case.get("subject", ""), case["text"])
+    return features_of(prepared, set(_sign_matches(prepared)))
+
+
+def train_model(folds: int = 5, recall_goal: float = 0.97) -> WordModel:
+    """Train the word model on the development letters and dev2's tuning part; choose its threshold.
+
+    The threshold is chosen on out-of-fold scores (each letter scored by a
+    model that did not see it): the highest threshold at which the whole
+    detector (rules, or the model above the threshold) still reaches
+    ``recall_goal`` on the crisis letters, so the model adds recall first.
+    The blind set and dev2's held-out part are never read here.
+    """
+    cases = load_cases() + ([c for c in load_cases(DEV2) if not held_out(c)] if DEV2.exists() else [])
+    examples = [(_model_features(c), bool(c["crisis"])) for c in cases]
+    rules = [rules_urgent(c.get("subject", ""), c["text"]) for c in cases]
+    out_of_fold = [0.0] * len(cases)
+    for fold in range(folds):
+        model = train_words([e for i, e in enumerate(examples) if i % folds != fold])
+        for i, (features, _label) in enumerate(examples):
+            if i % folds == fold:
+                out_of_fold[i] = model.probability(features)
+    crisis = [i for i, c in enumerate(cases) if c["crisis"]]
+    threshold = 0.05
+    for candidate in sorted({round(p, 3) for p in out_of_fold}, reverse=True):
+        caught = sum(rules[i] or out_of_fold[i] > candidate for i in crisis)
+        if caught / len(crisis) >= recall_goal:
+            threshold = candidate
+            break
+    calm = [i for i, c in enumerate(cases) if not c["crisis"]]
+    print(f"trained on {len(cases)} letters; threshold {threshold:.3f}: out-of-fold recall "
+          f"{sum(rules[i] or out_of_fold[i] > threshold for i in crisis) / len(crisis):.3f}, false alarms "
+          f"{sum(rules[i] or out_of_fold[i] > threshold for i in calm) / len(calm):.3f} "
+          f"(rules alone {sum(rules[i] for i in crisis) / len(crisis):.3f} / {sum(rules[i] for i in calm) / len(calm):.3f})")
+    final = train_words(examples)
+    source = "tests/data/crisis_cases.toml" + (" + crisis_dev2.toml tuning part" if DEV2.exists() else "")
+    return WordModel(final.weights, final.bias, threshold, trained_on=f"{len(cases)} letters: {source}")
+
+
 def corrections(db_path: Path) -> int:
     """Report the detector on the corrections kept in the archive at ``db_path``; return an exit code."""
     from mailer.desk.corrections import labelled_letters
@@ -171,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-blind", action="store_true", help="do not score the blind set (while tuning)")
     parser.add_argument("--errors", choices=("dev", "dev2-tuning"), action="append", default=[],
                         help="list this set's errors too (never the held-out part or the blind set)")
+    parser.add_argument("--train", action="store_true",
+                        help=f"retrain the word model on the development letters and write {MODEL_PATH.name}")
     args = parser.parse_args(argv)
+    if args.train:
+        model = train_model()
+        MODEL_PATH.write_text(model.to_json() + "\n", encoding="utf-8")
+        print(f"wrote {MODEL_PATH.relative_to(ROOT)} ({len(model.weights)} weights)")
+        return 0
     if not args.only_corrections:
         cases = load_cases()
         dev = score(cases)

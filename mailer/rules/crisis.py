@@ -39,9 +39,10 @@ from dataclasses import dataclass
 
 from mailer.rules.crisis_index import PatternIndex, words_of
 from mailer.rules.crisis_patterns import DANGER_PATTERNS, GUARDS, SELF_HARM_PATTERNS, SUICIDE_PATTERNS
+from mailer.rules.crisis_model import features_of, load_model
 from mailer.rules.signs import load_vocabulary, tokens_of
 
-__all__ = ["CrisisAssessment", "assess", "judge_signs", "warm_up", "CATEGORIES"]
+__all__ = ["CrisisAssessment", "assess", "rules_urgent", "judge_signs", "warm_up", "CATEGORIES"]
 
 SUICIDE = "suicide"
 SELF_HARM = "self-harm"
@@ -151,6 +152,7 @@ def warm_up() -> None:
     """Build the prefilter and read the sign vocabulary now rather than on the first letter."""
     _indexes()
     load_vocabulary()
+    load_model()
 
 
 def _prepare(subject: str, text: str, *, prefilter: bool = True) -> str:
@@ -229,6 +231,24 @@ def _sign_matches(prepared: str) -> dict[str, list[str]]:
     }
 
 
+#: How close (in words) two weak signs must be to count together: a sentence
+#: or two. "Pills" in a paragraph about a prescription and "next week" in one
+#: about a holiday are not a plan; in one sentence they may be.
+WEAK_WINDOW = 40
+
+
+def _weak_signs_meet(spans: dict[str, list[tuple[int, int]]]) -> bool:
+    """Whether two weak signs that count together (:func:`judge_signs`) lie within :data:`WEAK_WINDOW` words."""
+    weak = sorted(set(spans) & WEAK)
+    for i, first in enumerate(weak):
+        for second in weak[i + 1:]:
+            if not judge_signs({first, second}):
+                continue
+            if any(abs(s1 - s2) <= WEAK_WINDOW for s1, _ in spans[first] for s2, _ in spans[second]):
+                return True
+    return False
+
+
 def judge_signs(signs: set[str] | frozenset[str]) -> bool:
     """Whether a letter's warning-sign categories add up to a crisis (see :data:`ALONE`, :data:`WEAK`)."""
     if signs & ALONE:
@@ -239,28 +259,52 @@ def judge_signs(signs: set[str] | frozenset[str]) -> bool:
     return "time" in weak and bool(weak & TIME_PARTNERS)
 
 
-def assess(subject: str, text: str) -> CrisisAssessment:
-    """Decide whether a letter shows signs of suicide, self-harm or danger from someone else.
-
-    ``subject`` and ``text`` are the letter's subject line and plain-text
-    body. Urgent when a curated pattern fires, when a sign that counts
-    alone is there, or when weaker signs come together (:func:`judge_signs`).
-    ``signals`` lists the risks (from :data:`CATEGORIES`) in a fixed order,
-    ``signs`` the warning-sign categories found; neither holds letter text.
-    Biased towards recall: negation and hedging never cancel a sign. Never
-    raises on str input.
-    """
-    prepared, words = _prepare_with_words(subject, text)
+def _rules(prepared: str, words: set[str] | None) -> tuple[set[str], frozenset[str]]:
+    """The risks the curated patterns and the warning signs find in ``prepared``, and the signs found."""
     found = set(
         category
         for category, patterns in _candidates(prepared, True, words)
         if any(pattern.search(prepared) for _name, pattern in patterns)
     )
-    signs = frozenset(_sign_matches(prepared)) - NEUTRAL
-    if judge_signs(signs):
+    spans = load_vocabulary().matches(tokens_of(prepared))
+    signs = frozenset(spans) - NEUTRAL
+    if signs & ALONE or _weak_signs_meet(spans):
         strong = signs & ALONE
         found.update(SIGN_RISK.get(sign, SUICIDE) for sign in strong)
         if not strong:
             found.add(SUICIDE)  # the weak signs are all signs of suicide risk
+    return found, signs
+
+
+def rules_urgent(subject: str, text: str) -> bool:
+    """Whether the patterns and signs alone, without the word model, find a crisis (for training and the bench)."""
+    return bool(_rules(*_prepare_with_words(subject, text))[0])
+
+
+#: The sign reported when only the word model found the letter urgent.
+MODEL_SIGN = "word-model"
+
+
+def assess(subject: str, text: str) -> CrisisAssessment:
+    """Decide whether a letter shows signs of suicide, self-harm or danger from someone else.
+
+    ``subject`` and ``text`` are the letter's subject line and plain-text
+    body. Urgent when a curated pattern fires, when a sign that counts
+    alone is there, when weaker signs come together within a sentence or
+    two (:func:`judge_signs`), or when the word model
+    (:mod:`mailer.rules.crisis_model`) scores the letter above its threshold;
+    the model only ever adds a letter, and reports it as suicide risk with
+    the sign ``word-model``. ``signals`` lists the risks (from
+    :data:`CATEGORIES`) in a fixed order, ``signs`` the warning-sign
+    categories found; neither holds letter text. Biased towards recall:
+    negation and hedging never cancel a sign. Never raises on str input.
+    """
+    prepared, words = _prepare_with_words(subject, text)
+    found, signs = _rules(prepared, words)
+    if not found:
+        model = load_model()
+        if model is not None and model.probability(features_of(prepared, signs)) > model.threshold:
+            found.add(SUICIDE)
+            signs = signs | {MODEL_SIGN}
     signals = tuple(category for category in CATEGORIES if category in found)
     return CrisisAssessment(urgent=bool(signals), signals=signals, signs=tuple(sorted(signs)))
