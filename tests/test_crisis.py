@@ -358,3 +358,33 @@ def _normalise_as_before(text: str) -> str:
 @given(text=st.text(max_size=300))
 def test_normalisation_is_unchanged(text):
     assert crisis._normalise(text) == _normalise_as_before(text)
+
+
+# -- the word model --------------------------------------------------------------------
+
+def test_word_model_learns_words_of_crisis_letters_and_ignores_one_off_words():
+    from mailer.rules.crisis_model import features_of, train
+
+    letters = [("i cannot go on like this anymore", True), ("i cannot go on holiday this year", False),
+               ("i cannot go on like this, everything is dark", True), ("the holiday was lovely", False),
+               ("everything is dark and i cannot go on like this", True), ("lovely weather this year", False)]
+    model = train([(features_of(text), label) for text, label in letters])
+    assert model.weights["like"] > 0 > model.weights["year"]
+    assert "holiday was" not in model.weights  # seen in one letter only
+    assert model.probability(features_of("like this")) > model.probability(features_of("this year"))
+
+
+def test_the_shipped_word_model_was_trained_on_development_letters_only():
+    from mailer.rules.crisis_model import load_model
+
+    model = load_model()
+    assert model is not None and 0 < model.threshold <= 1
+    assert "blind" not in model.trained_on and "held-out" not in model.trained_on
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([c["text"] for c in _load_cases()]), st.text(max_size=80))
+def test_the_word_model_never_clears_what_the_rules_flag(text, extra):
+    letter = f"{text} {extra}"
+    if crisis.rules_urgent("", letter):
+        assert crisis.assess("", letter).urgent

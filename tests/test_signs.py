@@ -134,3 +134,25 @@ def test_the_assessment_names_signs_but_never_holds_letter_text():
     result = crisis.assess("private", "He hits me. I have 40 pills in the drawer at 12 Elm Street.")
     ids = {c.id for c in load_vocabulary().categories}
     assert set(result.signs) <= ids
+
+
+# -- near phrases and the window for weak signs -------------------------------------------
+
+def test_a_near_phrase_matches_its_parts_in_either_order_within_a_few_words():
+    vocab = vocabulary(["pills ... saved"])
+    assert found(vocab, "I have been saving my pills for weeks")
+    assert found(vocab, "the pills I have quietly saved up")
+    assert not found(vocab, "I saved the receipts from the shop. Later, much later, after the long walk home, the pills")
+    assert not found(vocab, "pills")
+
+
+def test_an_exclusion_still_hides_a_near_phrase_inside_it():
+    vocab = vocabulary(["pills ... saved"], exclusions=["saved me from the pills"])
+    assert not found(vocab, "my sister saved me from the pills years ago")
+
+
+def test_two_weak_signs_count_together_only_within_a_sentence_or_two():
+    goodbye, tonight = "I wanted to say goodbye to you all.", "I am going to the cinema tonight."
+    filler = " ".join(["We talked about the garden, the weather and the neighbours' new car."] * 8)
+    assert crisis.assess("", f"{goodbye} {tonight}").urgent
+    assert not crisis.assess("", f"{goodbye} {filler} {tonight}").urgent
