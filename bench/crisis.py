@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, help="an archive whose urgent / not-urgent corrections to score")
     parser.add_argument("--only-corrections", action="store_true", help="skip the development and blind sets")
     parser.add_argument("--skip-blind", action="store_true", help="do not score the blind set (while tuning)")
+    parser.add_argument("--skip-held-out", action="store_true", help="do not score dev2's held-out part (while tuning)")
     parser.add_argument("--errors", choices=("dev", "dev2-tuning"), action="append", default=[],
                         help="list this set's errors too (never the held-out part or the blind set)")
     parser.add_argument("--train", action="store_true",
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             dev2_cases = load_cases(DEV2)
             dev2_tuning = [c for c in dev2_cases if not held_out(c)]
             columns["dev2 tuning"] = score(dev2_tuning)
-            columns["dev2 held-out"] = score([c for c in dev2_cases if held_out(c)])
+            if not args.skip_held_out:
+                columns["dev2 held-out"] = score([c for c in dev2_cases if held_out(c)])
         blind_cases = load_cases(BLIND) if BLIND.exists() and not args.skip_blind else []
         blind = score(blind_cases) if blind_cases else None
         if blind:

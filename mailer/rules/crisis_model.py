@@ -40,6 +40,15 @@ def features_of(prepared: str, signs: Iterable[str] = ()) -> set[str]:
     return found
 
 
+def _scale(count: int) -> float:
+    """Each feature's value in a letter with ``count`` features: the letter's vector has unit length.
+
+    Without it a long letter adds up many small weights and scores high
+    whatever it says; with it a long letter's words weigh less each.
+    """
+    return 1.0 / math.sqrt(max(count, 1))
+
+
 @dataclass(frozen=True)
 class WordModel:
     """Feature weights, a bias, and the threshold above which a letter counts as a crisis."""
@@ -51,7 +60,8 @@ class WordModel:
 
     def probability(self, features: Iterable[str]) -> float:
         """The model's probability that a letter with these features is a crisis."""
-        z = self.bias + sum(self.weights.get(f, 0.0) for f in features)
+        features = list(features)
+        z = self.bias + _scale(len(features)) * sum(self.weights.get(f, 0.0) for f in features)
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
     def to_json(self) -> str:
@@ -98,13 +108,13 @@ def train(
         order.sort(key=lambda i: (i * 7919 + epoch * 104729) % 1000003)
         for i in order:
             features, label = data[i]
-            z = bias + sum(weights[f] for f in features)
+            value = _scale(len(examples[i][0]))
+            z = bias + value * sum(weights[f] for f in features)
             p = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
-            scale = crisis_weight if label else 1.0
-            gradient = (p - float(label)) * scale
+            gradient = (p - float(label)) * (crisis_weight if label else 1.0)
             bias -= step * gradient
             for f in features:
-                weights[f] -= step * (gradient + l2 * weights[f])
+                weights[f] -= step * (gradient * value + l2 * weights[f])
     return WordModel(weights=weights, bias=bias, threshold=0.5)
 
 
