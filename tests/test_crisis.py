@@ -368,7 +368,7 @@ def test_word_model_learns_words_of_crisis_letters_and_ignores_one_off_words():
     letters = [("i cannot go on like this anymore", True), ("i cannot go on holiday this year", False),
                ("i cannot go on like this, everything is dark", True), ("the holiday was lovely", False),
                ("everything is dark and i cannot go on like this", True), ("lovely weather this year", False)]
-    model = train([(features_of(text), label) for text, label in letters])
+    model = train([(features_of(text), label) for text, label in letters], min_count=2)
     assert model.weights["like"] > 0 > model.weights["year"]
     assert "holiday was" not in model.weights  # seen in one letter only
     assert model.probability(features_of("like this")) > model.probability(features_of("this year"))

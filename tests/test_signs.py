@@ -154,5 +154,6 @@ def test_an_exclusion_still_hides_a_near_phrase_inside_it():
 def test_two_weak_signs_count_together_only_within_a_sentence_or_two():
     goodbye, tonight = "I wanted to say goodbye to you all.", "I am going to the cinema tonight."
     filler = " ".join(["We talked about the garden, the weather and the neighbours' new car."] * 8)
-    assert crisis.assess("", f"{goodbye} {tonight}").urgent
-    assert not crisis.assess("", f"{goodbye} {filler} {tonight}").urgent
+    # The rules alone: the word model may still weigh a lone goodbye.
+    assert crisis.rules_urgent("", f"{goodbye} {tonight}")
+    assert not crisis.rules_urgent("", f"{goodbye} {filler} {tonight}")

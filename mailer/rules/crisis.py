@@ -301,9 +301,9 @@ def assess(subject: str, text: str) -> CrisisAssessment:
     """
     prepared, words = _prepare_with_words(subject, text)
     found, signs = _rules(prepared, words)
-    if not found:
+    if not found and signs & (WEAK - {"time"}):
         model = load_model()
-        if model is not None and model.probability(features_of(prepared, signs)) > model.threshold:
+        if model is not None and model.flags(features_of(prepared, signs)):
             found.add(SUICIDE)
             signs = signs | {MODEL_SIGN}
     signals = tuple(category for category in CATEGORIES if category in found)

@@ -64,6 +64,18 @@ class WordModel:
         z = self.bias + _scale(len(features)) * sum(self.weights.get(f, 0.0) for f in features)
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
+    def flags(self, features: Iterable[str]) -> bool:
+        """Whether the model calls a letter with these features a crisis.
+
+        Above the threshold, and only when the letter's own words lean towards
+        crisis (their weights sum above zero): the threshold sits below the
+        base rate, and a letter of words the model has never seen (or none at
+        all) must not be flagged by the bias alone.
+        """
+        features = list(features)
+        evidence = sum(self.weights.get(f, 0.0) for f in features)
+        return evidence > 0 and self.probability(features) > self.threshold
+
     def to_json(self) -> str:
         """The model as JSON, weights rounded and sorted so the file diffs well."""
         return json.dumps(
@@ -81,10 +93,10 @@ class WordModel:
 def train(
     examples: list[tuple[set[str], bool]],
     *,
-    l2: float = 0.02,
+    l2: float = 0.03,
     epochs: int = 60,
     rate: float = 0.2,
-    crisis_weight: float = 2.0,
+    crisis_weight: float = 1.0,
     min_count: int = 2,
 ) -> WordModel:
     """Fit weights by stochastic gradient descent on (features, is_crisis) pairs.
