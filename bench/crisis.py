@@ -4,7 +4,7 @@ Run from the repository root:
 
     python bench/crisis.py                      # development, dev2 (tuning, held-out) and blind side by side
     python bench/crisis.py --skip-held-out --skip-blind --errors dev2-tuning   # while tuning
-    python bench/crisis.py --train              # refit the word model (mailer/data/crisis_model.json)
+    python bench/crisis.py --train              # refit the word model (mailer/data/crisis_model.toml)
     python bench/crisis.py --db mailer.db       # ... and the corrections kept in an archive
     python bench/crisis.py --db mailer.db --only-corrections
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.train:
         model = train_model()
-        MODEL_PATH.write_text(model.to_json() + "\n", encoding="utf-8")
+        MODEL_PATH.write_text(model.to_toml(), encoding="utf-8")
         print(f"wrote {MODEL_PATH.relative_to(ROOT)} ({len(model.weights)} weights)")
         return 0
     if not args.only_corrections:

@@ -8,7 +8,7 @@ learnt by L2-regularised logistic regression on the labelled development
 letters. It is small on purpose (a few thousand weights, plain Python, no
 dependency) so it is cheap, readable, and cannot memorise much.
 
-The weights live in ``mailer/data/crisis_model.json``, written by
+The weights live in ``mailer/data/crisis_model.toml``, written by
 ``python bench/crisis.py --train`` from the development letters only (never
 the blind set, never dev2's held-out part); the file records what it was
 trained on and the threshold chosen there. :mod:`mailer.rules.crisis` uses the
@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from mailer.rules.signs import tokens_of
 
 __all__ = ["WordModel", "features_of", "train", "load_model", "MODEL_PATH"]
 
-MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "crisis_model.json"
+MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "crisis_model.toml"
 
 
 def features_of(prepared: str, signs: Iterable[str] = ()) -> set[str]:
@@ -76,18 +77,23 @@ class WordModel:
         evidence = sum(self.weights.get(f, 0.0) for f in features)
         return evidence > 0 and self.probability(features) > self.threshold
 
-    def to_json(self) -> str:
-        """The model as JSON, weights rounded and sorted so the file diffs well."""
-        return json.dumps(
-            {
-                "trained_on": self.trained_on,
-                "threshold": round(self.threshold, 4),
-                "bias": round(self.bias, 4),
-                "weights": {k: round(v, 4) for k, v in sorted(self.weights.items()) if abs(v) >= 1e-3},
-            },
-            indent=0,
-            ensure_ascii=False,
-        )
+    def to_toml(self) -> str:
+        """The model as TOML, weights rounded and sorted so the file diffs well.
+
+        A JSON string is a valid TOML basic string, so keys and text are
+        written with :func:`json.dumps`; the standard library reads TOML but
+        does not write it.
+        """
+        lines = [
+            "# The crisis word model: written by `python bench/crisis.py --train`, never by hand.",
+            f"trained_on = {json.dumps(self.trained_on)}",
+            f"threshold = {round(self.threshold, 4)}",
+            f"bias = {round(self.bias, 4)}",
+            "",
+            "[weights]",
+        ]
+        lines += [f"{json.dumps(k)} = {round(v, 4)}" for k, v in sorted(self.weights.items()) if abs(v) >= 1e-3]
+        return "\n".join(lines) + "\n"
 
 
 def train(
@@ -135,7 +141,8 @@ def load_model(path: Path = MODEL_PATH) -> WordModel | None:
     """The shipped model, read once per process; None when there is no model file."""
     if not path.exists():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
     return WordModel(
         weights={str(k): float(v) for k, v in data["weights"].items()},
         bias=float(data["bias"]),
