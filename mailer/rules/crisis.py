@@ -23,6 +23,12 @@ How it works
    it with running them all), and it makes assessing a letter 10-15 times
    faster, since most letters contain almost none of those phrases.
 
+4. The warning-sign vocabulary (mailer/rules/signs.py) names the signs in
+   the letter; strong ones count alone, weak ones in pairs within a sentence
+   or two (:func:`judge_signs`, :data:`WEAK_WINDOW`).
+5. A letter still calm but with a lone weak sign is scored by the word model
+   (mailer/rules/crisis_model.py), which may add it, never clear it.
+
 Policy: missing a real crisis is far worse than a false alarm, so patterns
 are deliberately broad. Negation is not parsed ("I would never kill myself"
 still fires), and third-person reports ("my daughter wants to kill herself",
