@@ -532,7 +532,7 @@ def parts_main(args) -> int:
     from mailer.inbound.handling import PipelineContext
     from mailer import topics
     from mailer.clock import system_clock
-    from mailer.outbound.compose import Outgoing, build_message, make_address, render, reply_subject
+    from mailer.outbound.compose import Outgoing, build_message, greeting, make_address, render, reply_subject
     from mailer.config import load_config_file
     from mailer.store.db import open_database
     from mailer.outbound.templating import template_environment
@@ -589,10 +589,15 @@ def parts_main(args) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    def ack_context(p):  # what acknowledgements.handle_letter gives the templates
+        return {
+            "reader_name": p.from_name, "greeting": greeting(p.from_name), "name": p.from_name,
+            "subject": p.subject, "subject_quoted": f"“{p.subject}”", "topics": [], "fell_back": True,
+            "crisis": False, "urgent": False, "crisis_resources": config.crisis.resources.strip(),
+            "helplines": config.crisis, "letters_address": config.addresses.letters, "column": config.column}
+
     def outgoing(p):
-        body = render(templates, "acknowledgement", {
-            "reader_name": p.from_name, "subject": p.subject, "topics": [], "fell_back": True,
-            "crisis": False, "crisis_resources": "", "column": config.column})
+        body = render(templates, "acknowledgement", ack_context(p))
         return Outgoing(sender=make_address("letters@column.example", "The Column"),
                         recipient=make_address(p.from_addr, p.from_name), subject=reply_subject(p.subject),
                         body=body, domain="column.example", in_reply_to=p.message_id, references=p.references,
@@ -611,6 +616,8 @@ def parts_main(args) -> int:
         ["pipeline in all, a letter acknowledged (filing + acknowledging)", filing + acknowledging],
         ["  of which crisis.assess", _best_ms(lambda p: crisis.assess(p.subject, p.body_text), parsed)],
         ["  of which topics_for_letter", matching],
+        ["  of which render (text + HTML, stylesheet inlined)",
+         _best_ms(lambda p: render(templates, "acknowledgement", ack_context(p)), parsed)],
         ["  of which build_message + as_bytes",
          _best_ms(lambda o: build_message(o, clock=system_clock).as_bytes(), outs)],
         ["  of which reading our acknowledgement to archive it: parse_message", _best_ms(parsing.parse_message, acks)],

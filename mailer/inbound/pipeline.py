@@ -33,12 +33,14 @@ log = logging.getLogger("mailer.pipeline")
 #: How often stored-but-unhandled messages are looked for without a new arrival.
 RETRY_SECONDS = 30.0
 
-#: Messages handled per write transaction. One, because the listener's
-#: letters wait behind it on the one writer thread: an acknowledgement costs
-#: about 4 ms of CPU, and every letter arriving meanwhile waits for it (50 at a
-#: time held incoming letters back half a second). Under a burst the
-#: acknowledgements fall behind and catch up afterwards (docs/performance.md).
-PER_TRANSACTION = 1
+#: Messages handled per write transaction at most. The listener's letters
+#: wait behind a transaction on the one writer thread (an acknowledgement
+#: costs several ms of CPU; 50 at a time held incoming letters back half a
+#: second), so a batch goes on only while no sender is connected: the
+#: writer looks before each message after the first, and stops as soon as a
+#: sender appears. A batch shares one commit (its fsync and its CPU) among
+#: its letters (docs/performance.md).
+PER_TRANSACTION = 16
 
 #: Letters whose senders are checked (concurrently) ahead of handling.
 CHECK_AHEAD = 16
@@ -69,14 +71,22 @@ YIELD_SECONDS = 0.25
 FILE_PER_ROUND = 16
 
 def process_pending(
-    db: sqlite_utils.Database, handlers: dict[str, Handler], ctx: PipelineContext, limit: int = 50
+    db: sqlite_utils.Database, handlers: dict[str, Handler], ctx: PipelineContext, limit: int = 50,
+    go_on: Callable[[], bool] = lambda: True,
 ) -> int:
-    """Handle up to ``limit`` unprocessed inbound messages; return how many were handled."""
+    """Handle up to ``limit`` unprocessed inbound messages; return how many were handled.
+
+    ``go_on`` is asked before each message after the first; when it says no,
+    the rest wait for the next call (the pipeline stops a batch when a sender
+    connects, so its letter does not wait for the whole batch).
+    """
     pending = list(db.query(
         "SELECT * FROM messages WHERE processed_at IS NULL AND direction = 'inbound' ORDER BY id LIMIT ?",
         [limit],
     ))
-    for row in pending:
+    for done, row in enumerate(pending):
+        if done and not go_on():
+            return done
         handler = handlers.get(row["kind"])
         try:
             with db.atomic():
@@ -166,7 +176,10 @@ class Pipeline:
         """
         if self.sender_check is None:
             return
-        letters = await self.writer.run(letters_to_check)
+        # Looked for on the pipeline's read connection: asking the writer
+        # would cost a write transaction every round, and the listener's
+        # letters would wait behind it, for nothing most of the time.
+        letters = await asyncio.to_thread(self._letters_to_check)
         if not letters:
             return
 
@@ -197,7 +210,8 @@ class Pipeline:
                     await self._quiet_moment()
                     filed = await self.file_arrivals()
                     await self._check_senders()
-                    handled = await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION)
+                    handled = await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION,
+                                                    self._quiet)
                     if handled and self.on_processed:
                         self.on_processed()
                     if self._stopping or not (filed or handled):
@@ -206,6 +220,10 @@ class Pipeline:
                     return
             except Exception:  # noqa: BLE001 - e.g. the disk is full; retried on the next letter
                 log.exception("processing stored messages failed; will retry")
+
+    def _quiet(self) -> bool:
+        # Asked on the writer thread between the messages of one batch.
+        return not (self.listener_busy() or self._stopping)
 
     async def _quiet_moment(self) -> None:
         # Polled, not signalled: the listener's sessions come and go by the
@@ -233,12 +251,19 @@ class Pipeline:
                 log.exception("arrival %d: filing failed; will retry", arrival_id)
         return filed
 
-    def _read_and_parse(self, limit: int) -> list[tuple[int, object]]:
-        # A read connection of the pipeline's own: the bytes are read and
-        # parsed while the writer goes on committing other letters.
+    def _letters_to_check(self) -> list[dict]:
+        return letters_to_check(self._read_connection())
+
+    def _read_connection(self) -> sqlite_utils.Database:
+        # A read connection of the pipeline's own: arrivals are read and
+        # parsed, and senders looked for, while the writer goes on committing.
         if self._reader is None:
             self._reader = open_readonly(self.writer.path)
-        return [(arrival_id, parse_message(raw)) for arrival_id, raw in arrivals.unfiled(self._reader, limit)]
+        return self._reader
+
+    def _read_and_parse(self, limit: int) -> list[tuple[int, object]]:
+        return [(arrival_id, parse_message(raw))
+                for arrival_id, raw in arrivals.unfiled(self._read_connection(), limit)]
 
     def close(self) -> None:
         """Close the pipeline's read connection."""
