@@ -8,6 +8,7 @@ reader's name or subject can never become markup.
 
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
 from pathlib import Path
@@ -64,6 +65,10 @@ def reflow(text: str, width: int = TEXT_WIDTH) -> str:
     return "\n\n".join(out) + "\n"
 
 
+# Most lines of a message are the template's own and the same in every
+# message; wrapping one costs ~25 us (textwrap), so the answers are kept.
+# Bounded, so a stream of readers' subjects cannot grow it.
+@functools.lru_cache(maxsize=256)
 def _wrap_line(line: str, width: int) -> str:
     indent = line[: len(line) - len(line.lstrip())]
     marker = _BULLET.match(line.lstrip())
