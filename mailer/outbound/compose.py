@@ -190,16 +190,19 @@ class _OwnPolicy(policy.EmailPolicy):
 
     def fold_binary(self, name, value):
         """As ``EmailPolicy.fold_binary``, remembered for the headers every message repeats."""
-        folded = _FOLDED.get((id(self), id(value)))
+        # Only for the two module policies: a clone made for one message (a
+        # generator's, say) could die and leave its id to a different one.
+        if not (self is _SMTP or self is _SMTPUTF8) or id(value) not in self.header_factory.kept:
+            return super().fold_binary(name, value)
+        key = (id(self), id(value))
+        folded = _FOLDED.get(key)
         if folded is None:
-            folded = super().fold_binary(name, value)
-            if id(value) in getattr(self.header_factory, "kept", ()):
-                _FOLDED[(id(self), id(value))] = folded
+            folded = _FOLDED[key] = super().fold_binary(name, value)
         return folded
 
 
-# Keyed by ids: the policies are module constants and the kept headers live in
-# their registries as long as the process does, so an id is never reused.
+# Keyed by ids: the two policies are module constants and the kept headers
+# live in their registries as long as the process does, so no id is reused.
 _FOLDED: dict[tuple[int, int], bytes] = {}
 
 # The SMTP policies with a header registry that makes each header class once
