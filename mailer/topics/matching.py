@@ -17,6 +17,7 @@ column's *starter* topics rather than whatever scored least badly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import json
@@ -43,6 +44,10 @@ RELATIVE_FIT = 0.25
 #: Evidence is damped, THEME_WEIGHT x ln(1 + evidence), so a letter that
 #: names a theme ten times is not ten times as much about it.
 THEME_WEIGHT = 2.0
+#: A theme many topics share tells them apart less than one topic's own
+#: theme: its evidence counts (idf / the idf of a one-topic theme) to this
+#: power, with idf = ln(1 + topics / topics under the theme).
+THEME_IDF_POWER = 0.5
 #: How much a unanimous vote of the nearest labelled letters counts.
 EXAMPLE_WEIGHT = 2.0
 #: The themes of a letter in crisis: urgent letters get topics on these
@@ -181,7 +186,7 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
     scores = _word_scores(db, _letter_terms(subject, text, words))
     evidence = letter_themes(subject_stems, body_stems)
     for theme_id, value in evidence.items():
-        damped = THEME_WEIGHT * math.log(1.0 + value)
+        damped = THEME_WEIGHT * math.log(1.0 + value) * model.theme_idf.get(theme_id, 1.0)
         for slug, share in model.by_theme.get(theme_id, ())[:CANDIDATES]:
             scores[slug] = scores.get(slug, 0.0) + damped * share
     votes = model.vote(db).vote(_features(subject_stems + body_stems, evidence))
@@ -270,6 +275,8 @@ class _Catalog:
     by_theme: dict[str, list[tuple[str, float]]]
     #: the slugs of the starter topics
     starters: frozenset[str] = frozenset()
+    #: theme id -> how much its evidence counts for being shared by few topics (THEME_IDF_POWER)
+    theme_idf: dict[str, float] = dataclasses.field(default_factory=dict)
     _vote: tuple | None = None
 
     def vote(self, db: sqlite_utils.Database) -> labelled.NeighbourVote:
@@ -316,7 +323,10 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
         # to the first CANDIDATES of them, which bounds the work per letter.
         entries.sort(key=lambda e: (-e[1], -e[2], e[0]))
     by_theme = {t: [(slug, share) for slug, share, _ in entries] for t, entries in by_theme.items()}
-    model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]))
+    rarest = math.log(1.0 + len(topics))
+    theme_idf = {t: (math.log(1.0 + len(topics) / len(entries)) / rarest) ** THEME_IDF_POWER
+                 for t, entries in by_theme.items()}
+    model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]), theme_idf)
     if marker is not None:
         _CATALOGS[db] = (marker[0], model)
     return model
