@@ -92,6 +92,8 @@ def main() -> int:
                         help="Whose worst letters to list (never dev2 held-out or blind ones).")
     parser.add_argument("--worst", type=int, default=8,
                         help="How many worst development letters to list (never blind ones).")
+    parser.add_argument("--heldout", action="store_true",
+                        help="Also print dev2's held-out part (kept out of tuning; print it at the end).")
     parser.add_argument("--blind", action="store_true",
                         help="Also score the blind set (only for a final figure; never tune on it).")
     args = parser.parse_args()
@@ -153,11 +155,12 @@ def main() -> int:
     groups = [("development", dev_results),
               ("  tune", [r for r in dev_results if r["split"] == "tune"]),
               ("  holdout", [r for r in dev_results if r["split"] == "holdout"]),
-              ("dev2", dev2_results),
               ("  dev2 tune", [r for r in dev2_results if r["split"] == "dev2-tune"]),
-              ("  dev2 held-out", [r for r in dev2_results if r["split"] == "dev2-heldout"]),
-              ("holdout, tune letters labelled", holdout_labelled),
-              ("dev2 held-out, dev labelled", heldout_labelled)]
+              ("holdout, tune letters labelled", holdout_labelled)]
+    if args.heldout:
+        groups += [("dev2", dev2_results),
+                   ("  dev2 held-out", [r for r in dev2_results if r["split"] == "dev2-heldout"]),
+                   ("dev2 held-out, dev labelled", heldout_labelled)]
     if args.blind:
         groups += [("blind", blind_results), ("blind, dev labelled", blind_labelled)]
     for name, rows in groups:
