@@ -41,7 +41,7 @@ MIN_SCORE = 2.4
 #: A topic is linked when it scores at least this share of the best topic.
 RELATIVE_FIT = 0.2
 #: How much a letter's theme evidence counts against one rare word's bm25.
-#: Evidence is damped, THEME_WEIGHT x sqrt(evidence), so a letter that
+#: Evidence is damped, THEME_WEIGHT x ln(1 + evidence), so a letter that
 #: names a theme ten times is not ten times as much about it.
 THEME_WEIGHT = 2.0
 #: A theme many topics share tells them apart less than one topic's own
