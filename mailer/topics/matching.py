@@ -45,8 +45,8 @@ RELATIVE_FIT = 0.2
 #: names a theme ten times is not ten times as much about it.
 THEME_WEIGHT = 2.0
 #: A theme many topics share tells them apart less than one topic's own
-#: theme: its evidence counts (idf / the idf of a one-topic theme) to this
-#: power, with idf = ln(1 + topics / topics under the theme).
+#: theme: its evidence counts (idf / the idf of the catalog's narrowest
+#: theme) to this power, with idf = ln(1 + topics / topics under the theme).
 THEME_IDF_POWER = 0.5
 #: How much a unanimous vote of the nearest labelled letters counts.
 EXAMPLE_WEIGHT = 4.0
@@ -339,9 +339,11 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
         # to the first CANDIDATES of them, which bounds the work per letter.
         entries.sort(key=lambda e: (-e[1], -e[2], e[0]))
     by_theme = {t: [(slug, share) for slug, share, _ in entries] for t, entries in by_theme.items()}
-    rarest = math.log(1.0 + len(topics))
-    theme_idf = {t: (math.log(1.0 + len(topics) / len(entries)) / rarest) ** THEME_IDF_POWER
-                 for t, entries in by_theme.items()}
+    idf = {t: math.log(1.0 + len(topics) / len(entries)) for t, entries in by_theme.items()}
+    # Relative to the catalog's narrowest theme, so that on a big catalog,
+    # where every theme has many topics, themes keep their weight against words.
+    rarest = max(idf.values(), default=1.0)
+    theme_idf = {t: (value / rarest) ** THEME_IDF_POWER for t, value in idf.items()}
     model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]), theme_idf)
     if marker is not None:
         _CATALOGS[db] = (marker[0], model)
