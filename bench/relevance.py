@@ -1,19 +1,25 @@
 """How well do letters find the topics a columnist would link? (a benchmark, not a test)
 
 Imports examples/topics.toml into a temporary database and runs every letter
-of the development set (bench/data/relevance_letters.toml) and of the blind
-set (bench/data/relevance_blind.toml) through topics.topics_for_letter; prints
-recall@3, hit@3 and MRR side by side, both for what is linked and with every
-candidate kept, then the development letters that did worst. Blind letters
-are scored, never printed: that set is for measuring only, never for tuning.
+of the development sets (bench/data/relevance_letters.toml, and
+bench/data/relevance_dev2.toml when present) through topics.topics_for_letter;
+prints recall@3, hit@3 and MRR side by side, both for what is linked and with
+every candidate kept, then the development letters that did worst.
 
-The development letters are split by position: "tune" (two of every three)
-and "holdout" (every third). The neighbours' vote is measured on letters it
-did not learn from: the tune letters are added to the catalog as labelled
-examples and the holdout letters matched; then all development letters are
-labelled and the blind set matched.
+The first development set is split by position: "tune" (two of every three)
+and "holdout" (every third). dev2 is split by a hash of each letter's id:
+about 40% is "dev2 held-out", printed only with --heldout, for a final figure
+on letters nobody tuned on. The blind set (bench/data/relevance_blind.toml)
+is scored only with --blind, and its letters are never printed: that set is
+for measuring only, never for tuning.
 
-    .venv/bin/python bench/relevance.py [--quick] [--split all|tune|holdout] [--worst N]
+The neighbours' vote is measured on letters it did not learn from: the tune
+letters are added to the catalog as labelled examples and the holdout letters
+matched; then all development letters but dev2's held-out part are labelled
+and dev2's held-out part (and, with --blind, the blind set) matched.
+
+    .venv/bin/python bench/relevance.py [--quick] [--split all|tune|holdout|dev2-tune]
+                                        [--worst N] [--heldout] [--blind]
 """
 
 from __future__ import annotations
