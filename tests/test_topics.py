@@ -437,7 +437,9 @@ def test_every_theme_file_is_valid_broad_and_sourced():
 
     assert len(themes) >= 20
     for theme in themes.values():
-        assert len(theme.phrases) >= 150, theme.id
+        # A narrower theme only needs the words that set its topics apart.
+        assert len(theme.phrases) >= (50 if theme.parent else 150), theme.id
+        assert theme.parent is None or theme.parent in themes, theme.id
         assert theme.sources and all(s.startswith("http") for s in theme.sources), theme.id
         assert all(p == p.lower() for p in theme.phrases), theme.id
     assert {"worry", "low-mood", "grief", "loneliness", "distress", "partner", "therapy"} <= set(themes)
@@ -593,6 +595,32 @@ def test_the_founding_letter_gets_what_is_a_therapists_job_first(catalog_db):
     assert fell_back is False
     assert found[0].slug == "what-is-a-therapists-job"
     assert found[0].title == "What Is a Therapist's Job?"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Every week she nods, says very little and never tells me what we are working towards. "
+     "Should a therapist give advice or set homework?", "what-is-a-therapists-job"),
+    ("One woman on the list is a psychotherapist, another a clinical psychologist, and I was "
+     "told only a psychiatrist can prescribe. Which one is properly qualified?", "who-is-a-therapist"),
+    ("It has been nine months and nothing is changing, I dread going. How do I end it with her "
+     "and find someone who is a better fit?", "finding-a-good-therapist"),
+    ("Nothing dramatic has happened and others have it worse. Is it worth trying therapy, or "
+     "should I just push through?", "considering-therapy"),
+    ("The fees near me are ninety pounds a session and my insurance won't cover it. Is there a "
+     "sliding scale or a waiting list for something free?", "cost-of-therapy"),
+])
+def test_letters_about_therapy_get_the_therapy_topic_they_ask_about(catalog_db, text, expected):
+    found, fell_back = topics.topics_for_letter(catalog_db, "A question", text, limit=3)
+
+    assert fell_back is False
+    assert found[0].slug == expected, [m.slug for m in found]
+
+
+def test_a_theme_whose_parent_is_not_a_name_is_an_error_naming_the_key():
+    from mailer.topics.themes import parse_theme
+
+    with pytest.raises(ValueError, match="themes/narrow.toml: key 'parent'"):
+        parse_theme({"id": "narrow", "phrases": ["a phrase"], "parent": ""}, "narrow.toml")
 
 
 @pytest.mark.parametrize("subject, text, expected", [

@@ -17,6 +17,7 @@ column's *starter* topics rather than whatever scored least badly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import json
@@ -38,16 +39,23 @@ from mailer.topics.themes import theme_evidence, topic_profile
 #: (calibrated on the development letters, see docs/relevance.md).
 MIN_SCORE = 2.4
 #: A topic is linked when it scores at least this share of the best topic.
-RELATIVE_FIT = 0.25
+RELATIVE_FIT = 0.2
 #: How much a letter's theme evidence counts against one rare word's bm25.
 #: Evidence is damped, THEME_WEIGHT x ln(1 + evidence), so a letter that
 #: names a theme ten times is not ten times as much about it.
 THEME_WEIGHT = 2.0
+#: A theme many topics share tells them apart less than one topic's own
+#: theme: its evidence counts (idf / the idf of the catalog's narrowest
+#: theme) to this power, with idf = ln(1 + topics / topics under the theme).
+THEME_IDF_POWER = 0.5
 #: How much a unanimous vote of the nearest labelled letters counts.
-EXAMPLE_WEIGHT = 2.0
+EXAMPLE_WEIGHT = 4.0
 #: The themes of a letter in crisis: urgent letters get topics on these
 #: rather than the starters.
 URGENT_THEMES = ("distress", "low-mood", "loneliness", "grief")
+#: Theme evidence in the letter's questions ("How do I say no to her?")
+#: counts this much again: the question names what the reader wants help with.
+QUESTION_WEIGHT = 2.0
 #: A word in the subject counts this much more than one use in the body.
 SUBJECT_WEIGHT = 2.0
 #: The column's word for what a reader describes counts this much of the reader's word.
@@ -55,7 +63,7 @@ SYNONYM_WEIGHT = 1.0
 #: bm25 column weights: title, keywords, summary.
 COLUMN_WEIGHTS = (3.0, 4.0, 1.0)
 #: A starter topic's score is multiplied by this before it competes as a match.
-STARTER_WEIGHT = 0.6
+STARTER_WEIGHT = 0.8
 #: At most this many distinct terms of a letter go into the query ...
 MAX_QUERY_TERMS = 24
 #: ... and a heavy term is repeated at most this often.
@@ -169,7 +177,8 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
     """The ``keep`` topics with the most evidence for the letter, best first, with their scores.
 
     score = bm25 words + THEME_WEIGHT x sum over themes of (ln(1 + the
-    letter's evidence) x the theme's share in the topic) + EXAMPLE_WEIGHT x
+    letter's evidence, its questions' counted QUESTION_WEIGHT more) x the
+    theme's share in the topic x the theme's idf factor) + EXAMPLE_WEIGHT x
     the neighbours' vote; a starter's score is then multiplied by
     STARTER_WEIGHT. Topics with no evidence at all are left out.
     """
@@ -180,8 +189,11 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
     subject_stems, body_stems = words[0][1], words[1][1]
     scores = _word_scores(db, _letter_terms(subject, text, words))
     evidence = letter_themes(subject_stems, body_stems)
-    for theme_id, value in evidence.items():
-        damped = THEME_WEIGHT * math.log(1.0 + value)
+    asked = dict(evidence)
+    for theme_id, value in theme_evidence(_question_stems(text)).items():
+        asked[theme_id] = asked.get(theme_id, 0.0) + QUESTION_WEIGHT * value
+    for theme_id, value in asked.items():
+        damped = THEME_WEIGHT * math.log(1.0 + value) * model.theme_idf.get(theme_id, 1.0)
         for slug, share in model.by_theme.get(theme_id, ())[:CANDIDATES]:
             scores[slug] = scores.get(slug, 0.0) + damped * share
     votes = model.vote(db).vote(_features(subject_stems + body_stems, evidence))
@@ -235,6 +247,15 @@ def _letter_words(subject: str, text: str) -> tuple[tuple[list[str], list[str]],
     return tuple(taken)
 
 
+_QUESTION = re.compile(r"[^.?!\n]*\?")
+
+
+def _question_stems(text: str) -> list[str]:
+    """The stems of the sentences in the reader's own words that end in a question mark."""
+    return [_stem(w) for question in _QUESTION.findall(_letter_body(text or ""))
+            for w in _tokens(question)]
+
+
 def letter_themes(subject_stems: list[str], body_stems: list[str]) -> dict[str, float]:
     """The theme evidence of a letter: the body's, plus the subject's counted SUBJECT_WEIGHT times."""
     evidence = theme_evidence(body_stems)
@@ -270,6 +291,8 @@ class _Catalog:
     by_theme: dict[str, list[tuple[str, float]]]
     #: the slugs of the starter topics
     starters: frozenset[str] = frozenset()
+    #: theme id -> how much its evidence counts for being shared by few topics (THEME_IDF_POWER)
+    theme_idf: dict[str, float] = dataclasses.field(default_factory=dict)
     _vote: tuple | None = None
 
     def vote(self, db: sqlite_utils.Database) -> labelled.NeighbourVote:
@@ -316,7 +339,12 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
         # to the first CANDIDATES of them, which bounds the work per letter.
         entries.sort(key=lambda e: (-e[1], -e[2], e[0]))
     by_theme = {t: [(slug, share) for slug, share, _ in entries] for t, entries in by_theme.items()}
-    model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]))
+    idf = {t: math.log(1.0 + len(topics) / len(entries)) for t, entries in by_theme.items()}
+    # Relative to the catalog's narrowest theme, so that on a big catalog,
+    # where every theme has many topics, themes keep their weight against words.
+    rarest = max(idf.values(), default=1.0)
+    theme_idf = {t: (value / rarest) ** THEME_IDF_POWER for t, value in idf.items()}
+    model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]), theme_idf)
     if marker is not None:
         _CATALOGS[db] = (marker[0], model)
     return model

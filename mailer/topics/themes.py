@@ -49,6 +49,10 @@ class Theme:
     phrases: tuple[str, ...]
     sources: tuple[str, ...]
     mentions: tuple[str, ...] = ()
+    #: A narrower theme names the broad one it refines ("therapist-fit" is
+    #: part of "therapy"): it holds the words that tell apart topics the
+    #: broad theme lumps together, so it is shorter.
+    parent: str | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,6 +66,9 @@ def load_themes() -> dict[str, Theme]:
         data = tomllib.loads(entry.read_text(encoding="utf-8"))
         theme = parse_theme(data, entry.name)
         themes[theme.id] = theme
+    for theme in themes.values():
+        if theme.parent is not None and theme.parent not in themes:
+            raise ValueError(f"themes/{theme.id}.toml: key 'parent': unknown theme {theme.parent!r}")
     return themes
 
 
@@ -79,10 +86,14 @@ def parse_theme(data: dict, name: str) -> Theme:
     if not isinstance(mentions, list) or not all(isinstance(p, str) for p in mentions):
         raise ValueError(f"themes/{name}: key 'mentions': expected a list of words")
     sources = data.get("sources") or []
+    parent = data.get("parent")
+    if parent is not None and (not isinstance(parent, str) or not parent.strip()):
+        raise ValueError(f"themes/{name}: key 'parent': expected the id of a broader theme")
     return Theme(theme_id, str(data.get("label") or theme_id),
                  tuple(dict.fromkeys(p.strip().lower() for p in phrases if p.strip())),
                  tuple(str(s) for s in sources),
-                 tuple(dict.fromkeys(p.strip().lower() for p in mentions if p.strip())))
+                 tuple(dict.fromkeys(p.strip().lower() for p in mentions if p.strip())),
+                 parent)
 
 
 def theme_names() -> frozenset[str]:
