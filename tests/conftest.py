@@ -179,3 +179,13 @@ def import_example_topics(config: Config) -> None:
     assert not problems
     topics.import_topics(db, catalog, clock=lambda: dt.datetime.now(dt.timezone.utc))
     db.close()
+
+
+def handled(config, message_id: str) -> dict:
+    """The stored message with ``message_id`` once the pipeline has handled it."""
+
+    def check():
+        found = rows(config.storage.database,
+                     "SELECT * FROM messages WHERE message_id = ? AND processed_at IS NOT NULL", [message_id])
+        return found[0] if found else None
+    return wait_for(check, message=f"{message_id} to be handled")

@@ -26,7 +26,7 @@ from mailer import desk
 from mailer.app.background import BackgroundService
 from mailer.store.db import open_database
 
-from conftest import import_example_topics, letter, make_config, rows, send, wait_for
+from conftest import handled, import_example_topics, letter, make_config, rows, send, wait_for
 
 SPF_RECORDS = {
     "forged.example": "v=spf1 ip4:192.0.2.1 -all",     # only 192.0.2.1 may send: loopback is a forgery
@@ -89,14 +89,6 @@ def spf_config(tmp_path, stub, **sections):
     config = make_config(tmp_path, spf=spf, **sections)
     import_example_topics(config)
     return config
-
-
-def handled(config, message_id: str) -> dict:
-    def check():
-        found = rows(config.storage.database,
-                     "SELECT * FROM messages WHERE message_id = ? AND processed_at IS NOT NULL", [message_id])
-        return found[0] if found else None
-    return wait_for(check, message=f"{message_id} to be handled")
 
 
 def acknowledgements(config) -> list[dict]:

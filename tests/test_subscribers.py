@@ -27,7 +27,7 @@ from mailer.newsletter import subscribers as subs
 from mailer.cli import main
 from mailer.app.background import BackgroundService
 
-from conftest import FIXTURES, free_port, letter, make_config, rows, send, wait_for
+from conftest import handled, FIXTURES, free_port, letter, make_config, rows, send, wait_for
 from conftest import SteppingClock
 from test_digest import write_config_file
 
@@ -62,14 +62,6 @@ def ask(running, sender="dana@example.org", subject="subscribe", body="please\r\
     code, _ = send(running.smtp_port, raw, mail_from=sender, rcpt_to=(to,))
     assert code == 250
     return message_id
-
-
-def handled(config, message_id: str) -> dict:
-    def check():
-        found = rows(config.storage.database,
-                     "SELECT * FROM messages WHERE message_id = ? AND processed_at IS NOT NULL", [message_id])
-        return found[0] if found else None
-    return wait_for(check, message=f"{message_id} to be handled")
 
 
 def subscriber(config, address="dana@example.org") -> dict:
