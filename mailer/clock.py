@@ -28,3 +28,15 @@ def parse_iso(text: str) -> dt.datetime:
     """The inverse of :func:`iso`."""
     moment = dt.datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def in_zone(stamp: str, zone: dt.tzinfo) -> dt.datetime | None:
+    """A stored timestamp as a time in ``zone``, or None when ``stamp`` is not one.
+
+    The desk, the CLI and the web pages show the text itself in that case,
+    so a malformed row is still readable rather than an error.
+    """
+    try:
+        return parse_iso(stamp).astimezone(zone)
+    except ValueError:
+        return None

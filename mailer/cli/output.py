@@ -8,7 +8,7 @@ from typing import Iterable
 
 import click
 
-from mailer.clock import parse_iso
+from mailer.clock import in_zone
 
 
 def emit_json(data) -> None:
@@ -43,8 +43,7 @@ def local_time(stamp: str | None, zone: dt.tzinfo) -> str:
     """An archive timestamp in the column's zone, as the desk shows it: 2026-11-30 08:00 EST."""
     if not stamp:
         return "-"
-    try:
-        moment = parse_iso(stamp).astimezone(zone)
-    except ValueError:
+    moment = in_zone(stamp, zone)
+    if moment is None:
         return stamp
     return f"{moment:%Y-%m-%d %H:%M %Z}"

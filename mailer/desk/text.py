@@ -6,7 +6,7 @@ import datetime as dt
 import re
 import unicodedata
 
-from mailer.clock import parse_iso
+from mailer.clock import in_zone
 
 #: What a topic draft puts where it removed an identifying detail.
 PLACEHOLDERS = ("[name]", "[email]", "[phone]", "[address]", "[link]")
@@ -40,8 +40,7 @@ def slug(text: str, limit: int = 60) -> str:
 
 def when_text(created_at: str, zone: dt.tzinfo) -> str:
     """A stored time as the columnist reads it (\"Tue 3 Dec 2026\"), in ``zone``."""
-    try:
-        moment = parse_iso(created_at).astimezone(zone)
-    except ValueError:
+    moment = in_zone(created_at, zone)
+    if moment is None:
         return created_at
     return f"{moment:%a} {moment.day} {moment:%b %Y}"

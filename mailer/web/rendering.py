@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from mailer import desk
-from mailer.clock import parse_iso
+from mailer.clock import in_zone
 from mailer.config import Config
 
 
@@ -23,9 +23,8 @@ def when_fn(config: Config):
         """A short local time: 09:14 today, Tue 24 Nov this year, 24 Nov 2025 before."""
         if not stamp:
             return ""
-        try:
-            moment = parse_iso(stamp).astimezone(zone)
-        except ValueError:
+        moment = in_zone(stamp, zone)
+        if moment is None:
             return stamp
         today = dt.datetime.now(zone).date()
         if moment.date() == today:
@@ -44,9 +43,8 @@ def when_full_fn(config: Config):
     def when_full(stamp: str | None) -> str:
         if not stamp:
             return ""
-        try:
-            moment = parse_iso(stamp).astimezone(zone)
-        except ValueError:
+        moment = in_zone(stamp, zone)
+        if moment is None:
             return stamp
         return f"{moment:%a} {moment.day} {moment:%b %Y, %H:%M} ({moment:%Z})"
 
