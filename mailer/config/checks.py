@@ -32,27 +32,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"addresses.{key}: {address!r} is not a full email address")
     if len(set(config.own_addresses())) != 4:
         raise ConfigError("addresses: letters, subscribe, unsubscribe and bounces must differ")
-    if config.acknowledgements.once_per_days < 0:
-        raise ConfigError("acknowledgements.once_per_days: must be 0 or more")
-    if config.acknowledgements.max_per_hour < 0:
-        raise ConfigError("acknowledgements.max_per_hour: must be 0 (no cap) or more")
+    _validate_limits(config)
     _validate_spf(config.spf)
-    if config.digest.concurrency < 1:
-        raise ConfigError("digest.concurrency: must be 1 or more")
-    if config.digest.batch_size < 1:
-        raise ConfigError("digest.batch_size: must be 1 or more")
-    if config.digest.rate_limit < 0:
-        raise ConfigError("digest.rate_limit: must be 0 (no limit) or more")
-    if config.digest.retry_passes < 0:
-        raise ConfigError("digest.retry_passes: must be 0 or more")
-    if config.digest.grace_period_hours < 0:
-        raise ConfigError("digest.grace_period_hours: must be 0 or more")
-    if config.subscribers.hard_bounce_limit < 1:
-        raise ConfigError("subscribers.hard_bounce_limit: must be 1 or more")
-    if config.subscribers.confirm_expiry_hours <= 0:
-        raise ConfigError("subscribers.confirm_expiry_hours: must be more than 0")
-    if config.subscribers.confirmation_interval_hours < 0:
-        raise ConfigError("subscribers.confirmation_interval_hours: must be 0 or more")
     for key in ("accent_colour", "accent_colour_dark"):
         if not _HEX_COLOUR.fullmatch(getattr(config.column, key)):
             raise ConfigError(
@@ -83,7 +64,6 @@ def validate(config: Config) -> None:
         )
     _validate_tls(config)
     _validate_dkim(config)
-    _validate_limits(config)
     _validate_topics(config)
 
 
@@ -102,11 +82,16 @@ _AT_LEAST = {
     "smtp.max_line_bytes": 1001, "smtp.max_header_bytes": 1000, "smtp.max_header_block_bytes": 1000,
     "smtp.max_header_fields": 10, "delivery.max_attempts": 1, "delivery.concurrency": 1,
     "delivery.retry_base_seconds": 0, "delivery.retry_max_seconds": 0, "delivery.rate_limit": 0,
-    "acknowledgements.topics_per_letter": 0,
+    "acknowledgements.topics_per_letter": 0, "acknowledgements.once_per_days": 0,
+    "acknowledgements.max_per_hour": 0, "digest.concurrency": 1, "digest.batch_size": 1,
+    "digest.rate_limit": 0, "digest.retry_passes": 0, "digest.grace_period_hours": 0,
+    "subscribers.hard_bounce_limit": 1, "subscribers.confirmation_interval_hours": 0,
 }
+#: What a least value of 0 means, where it is not simply "none".
+_ZERO_MEANS = {"acknowledgements.max_per_hour": "no cap", "digest.rate_limit": "no limit"}
 #: Durations and rates that must be more than zero.
 _MORE_THAN_ZERO = ("smtp.idle_timeout", "smtp.min_data_rate", "web.session_hours", "delivery.timeout",
-                   "topics.feed_timeout")
+                   "topics.feed_timeout", "subscribers.confirm_expiry_hours")
 
 
 def _validate_limits(config: Config) -> None:
@@ -117,7 +102,8 @@ def _validate_limits(config: Config) -> None:
 
     for key, least in _AT_LEAST.items():
         if value(key) < least:
-            raise ConfigError(f"{key}: must be {least} or more, got {value(key)!r}")
+            meaning = f" ({_ZERO_MEANS[key]})" if key in _ZERO_MEANS else ""
+            raise ConfigError(f"{key}: must be {least}{meaning} or more, got {value(key)!r}")
     for key in _MORE_THAN_ZERO:
         if value(key) <= 0:
             raise ConfigError(f"{key}: must be more than 0, got {value(key)!r}")
