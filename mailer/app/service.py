@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from mailer.clock import Clock, system_clock
 from mailer.config import Config, ConfigError
 from mailer.inbound import acknowledgements
-from mailer.inbound.handling import Handler, PipelineContext
+from mailer.inbound.handling import Handler, PipelineContext, Preparer
 from mailer.inbound.listener import LetterHandler, start_listener
 from mailer.inbound.pipeline import Pipeline
 from mailer.inbound.spf import SpfChecker
@@ -181,6 +181,11 @@ def message_handlers() -> dict[str, Handler]:
     }
 
 
+def message_preparers() -> dict[str, Preparer]:
+    """What may be computed for each kind of message before its write transaction (``inbound/handling``)."""
+    return {"letter": acknowledgements.prepare_letter}
+
+
 def sender_check(config: Config) -> SpfChecker | None:
     """The SPF checker for letters, or None when it is off or a front MTA checked already."""
     if not config.spf.enabled or config.smtp.trusted_relay:
@@ -200,6 +205,7 @@ def build_components(service: Service) -> list[Component]:
         service.writer,
         PipelineContext(config=config, templates=templates, clock=service.clock),
         handlers=message_handlers(),
+        preparers=message_preparers(),
         on_processed=outbox.wake,
         sender_check=sender_check(config),
     )

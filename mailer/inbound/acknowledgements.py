@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 import sqlite_utils
 
@@ -64,50 +66,120 @@ def quoted(text: str | None, limit: int = QUOTE_LIMIT) -> str:
     return cut.rstrip() + "…"
 
 
-def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) -> str:
-    """Flag, decide and (maybe) queue the acknowledgement of one archived letter."""
+@dataclass
+class PreparedLetter:
+    """What acknowledging a letter computes from the letter alone, before its write transaction.
+
+    ``refusal`` is the disposition when no acknowledgement may be sent
+    whatever the archive holds (turned off, a robot's or a list's mail);
+    ``message`` is the acknowledgement, built, or None when there is a
+    refusal, the address cannot be written (``address_error``), or the
+    archive already showed the reader acknowledged (the handler decides that
+    for good, and builds it then if it must).
+    """
+
+    assessment: crisis.CrisisAssessment
+    refusal: str | None = None
+    chosen: list = field(default_factory=list)
+    fell_back: bool = False
+    message: EmailMessage | None = None
+    address_error: str | None = None
+
+
+def prepare_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) -> PreparedLetter:
+    """Read the letter for crisis, and build its acknowledgement if one may be sent (reads only)."""
     config = ctx.config
     assessment = crisis.assess(row["subject"] or "", row["body_text"] or "")
-    if assessment.urgent:
-        db.execute("UPDATE threads SET urgent = 1 WHERE id = ?", [row["thread_id"]])
-        _add_meta(db, row["id"], {"crisis": list(assessment.signals)})
-
     if not config.acknowledgements.enabled:
-        return "not answered: acknowledgements are turned off"
+        return PreparedLetter(assessment, "not answered: acknowledgements are turned off")
     reason = reason_not_to_answer(
         Letter.from_row(row), own_addresses=config.own_addresses(), domain=config.smtp.domain
     )
     if reason:
-        return f"not answered: {reason}"
+        return PreparedLetter(assessment, f"not answered: {reason}")
+    prepared = PreparedLetter(assessment)
+    if _limited(db, row, ctx, assessment.urgent) is None:
+        # Most letters: build it now. (A reader acknowledged lately is
+        # refused by the handler anyway: no need to build theirs.)
+        _compose(db, row, ctx, prepared)
+    return prepared
+
+
+def handle_letter(
+    db: sqlite_utils.Database, row: dict, ctx: PipelineContext, prepared: PreparedLetter | None = None
+) -> str:
+    """Flag, decide and (maybe) queue the acknowledgement of one archived letter.
+
+    ``prepared`` is what :func:`prepare_letter` computed before the write
+    transaction; without it, it is computed here. What depends on the
+    archive (the limits, the thread) is decided here, in the transaction.
+    """
+    if prepared is None:
+        prepared = prepare_letter(db, row, ctx)
+    assessment = prepared.assessment
+    if assessment.urgent:
+        db.execute("UPDATE threads SET urgent = 1 WHERE id = ?", [row["thread_id"]])
+        _add_meta(db, row["id"], {"crisis": list(assessment.signals)})
+    if prepared.refusal:
+        return prepared.refusal
 
     verdict = json.loads(row["meta"] or "{}").get("spf") or {}
     if verdict.get("result") == "fail":
         return ("not answered: SPF fail: the envelope sender's domain does not allow the client that "
                 "sent it (a forged sender); kept for the columnist")
-
-    recipient = row["mail_from"]
-    correspondent = recipient.casefold()
-    now = ctx.clock()
-    if assessment.urgent:
-        if _acknowledged_since(db, correspondent, now - CRISIS_REPEAT, crisis_only=True):
-            return "not answered: crisis resources already sent to this reader today"
-    else:
-        days = config.acknowledgements.once_per_days
-        earlier = days and _acknowledged_since(db, correspondent, now - dt.timedelta(days=days))
-        if earlier:
-            # When, so the desk can say "acknowledged 2 days ago".
-            return f"not answered: acknowledged {earlier} (at most once every {days} days)"
-
-    cap = config.acknowledgements.max_per_hour
-    if cap and _acknowledgements_since(db, now - dt.timedelta(hours=1), cap) >= cap:
+    limited = _limited(db, row, ctx, assessment.urgent)
+    if limited:
+        return limited
+    cap = ctx.config.acknowledgements.max_per_hour
+    if cap and _acknowledgements_since(db, ctx.clock() - dt.timedelta(hours=1), cap) >= cap:
         return (f"not answered: the cap of {cap} acknowledgements an hour (acknowledgements.max_per_hour) "
                 "is reached; kept for the columnist")
 
-    chosen, fell_back = topics.topics_for_letter(
-        db, row["subject"] or "", row["body_text"] or "",
-        limit=config.acknowledgements.topics_per_letter, urgent=assessment.urgent,
+    if prepared.message is None and prepared.address_error is None:
+        _compose(db, row, ctx, prepared)
+    if prepared.address_error is not None:
+        return f"not answered: {prepared.address_error}"
+    # RFC 3834 3.3: a null reverse path, so a failed acknowledgement bounces nowhere.
+    stored, outbox_id = enqueue(
+        db, prepared.message, kind="acknowledgement", mail_from="", rcpt_to=[row["mail_from"]],
+        clock=ctx.clock, thread_id=row["thread_id"],
+        meta={
+            "answers": row["id"],
+            "topics": [t.slug for t in prepared.chosen],
+            "fell_back": prepared.fell_back,
+            "crisis": list(assessment.signals),
+        },
     )
-    reader_name = quoted(row["from_name"]) if (row["from_addr"] or "").casefold() == correspondent else ""
+    n = len(prepared.chosen)
+    return f"acknowledged: {n} topic{'' if n == 1 else 's'} (message {stored.message_id}, outbox {outbox_id})"
+
+
+def _limited(db, row: dict, ctx: PipelineContext, urgent: bool) -> str | None:
+    """Why this reader may not be acknowledged again so soon, or None."""
+    correspondent = row["mail_from"].casefold()
+    now = ctx.clock()
+    if urgent:
+        if _acknowledged_since(db, correspondent, now - CRISIS_REPEAT, crisis_only=True):
+            return "not answered: crisis resources already sent to this reader today"
+        return None
+    days = ctx.config.acknowledgements.once_per_days
+    earlier = days and _acknowledged_since(db, correspondent, now - dt.timedelta(days=days))
+    if earlier:
+        # When, so the desk can say "acknowledged 2 days ago".
+        return f"not answered: acknowledged {earlier} (at most once every {days} days)"
+    return None
+
+
+def _compose(db, row: dict, ctx: PipelineContext, prepared: PreparedLetter) -> None:
+    """Pick the topics, render the templates and build the acknowledgement into ``prepared``."""
+    config = ctx.config
+    urgent = prepared.assessment.urgent
+    recipient = row["mail_from"]
+    prepared.chosen, prepared.fell_back = topics.topics_for_letter(
+        db, row["subject"] or "", row["body_text"] or "",
+        limit=config.acknowledgements.topics_per_letter, urgent=urgent,
+    )
+    reader_name = quoted(row["from_name"]) if (row["from_addr"] or "").casefold() == recipient.casefold() else ""
     subject = quoted(row["subject"])
     body = render(ctx.templates, "acknowledgement", {
         "reader_name": reader_name,
@@ -116,12 +188,12 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
         "subject": subject,
         # The reader's words, marked as theirs, for templates that quote them.
         "subject_quoted": f"“{subject}”" if subject else "",
-        "topics": chosen,
-        "fell_back": fell_back,
-        "crisis": assessment.urgent,
+        "topics": prepared.chosen,
+        "fell_back": prepared.fell_back,
+        "crisis": urgent,
         # The same flag under the name the desk uses, and the resources,
         # which every acknowledgement may show (the detector can miss a letter).
-        "urgent": assessment.urgent,
+        "urgent": urgent,
         "crisis_resources": config.crisis.resources.strip(),
         "helplines": config.crisis,
         "letters_address": config.addresses.letters,
@@ -138,21 +210,9 @@ def handle_letter(db: sqlite_utils.Database, row: dict, ctx: PipelineContext) ->
             **answering(row),
         )
     except AddressError as exc:
-        return f"not answered: {exc}"
-    message = build_message(outgoing, clock=ctx.clock)
-    # RFC 3834 3.3: a null reverse path, so a failed acknowledgement bounces nowhere.
-    stored, outbox_id = enqueue(
-        db, message, kind="acknowledgement", mail_from="", rcpt_to=[recipient], clock=ctx.clock,
-        thread_id=row["thread_id"],
-        meta={
-            "answers": row["id"],
-            "topics": [t.slug for t in chosen],
-            "fell_back": fell_back,
-            "crisis": list(assessment.signals),
-        },
-    )
-    n = len(chosen)
-    return f"acknowledged: {n} topic{'' if n == 1 else 's'} (message {stored.message_id}, outbox {outbox_id})"
+        prepared.address_error = str(exc)
+        return
+    prepared.message = build_message(outgoing, clock=ctx.clock)
 
 
 def _acknowledged_since(db, correspondent: str, since: dt.datetime, *, crisis_only: bool = False) -> str | None:

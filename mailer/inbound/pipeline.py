@@ -5,7 +5,11 @@ everything else happens here. First each arrival is filed: parsed on a
 thread of its own, outside any write transaction, then threaded, indexed and
 moved into ``messages`` by the writer. Then each filed message is handled
 (acknowledging a letter, confirming a subscription, counting a bounce) on
-the writer thread, one message per savepoint. A message is marked processed in
+the writer thread, one message per savepoint. What handling computes from
+the message alone (the crisis check, the topics, the acknowledgement's
+rendering and building) is prepared first on the read connection, so the
+write transaction, which the listener's next letter may be waiting for,
+holds only the decisions that need the archive and the writes. A message is marked processed in
 the same transaction as whatever it caused, so after a crash every stored
 message is handled exactly once: on restart the pipeline picks up whatever
 is still unprocessed.
@@ -16,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Callable
+from typing import Callable, Container
 
 import sqlite_utils
 
 from mailer.clock import iso
-from mailer.inbound.handling import Handler, PipelineContext
+from mailer.inbound.handling import Handler, PipelineContext, Preparer
 from mailer.rules import crisis
 from mailer.store import arrivals
 from mailer.store.db import open_readonly
@@ -71,27 +75,60 @@ YIELD_SECONDS = 0.25
 #: batch (a savepoint each: one that fails does not hold back the others).
 FILE_PER_ROUND = 16
 
+def pending_messages(db: sqlite_utils.Database, limit: int) -> list[dict]:
+    """The oldest ``limit`` inbound messages not handled yet."""
+    return list(db.query(
+        "SELECT * FROM messages WHERE processed_at IS NULL AND direction = 'inbound' ORDER BY id LIMIT ?",
+        [limit],
+    ))
+
+
+def prepare_pending(
+    db: sqlite_utils.Database, preparers: dict[str, Preparer], ctx: PipelineContext, limit: int,
+    skip: Container[int] = (),
+) -> dict[int, object]:
+    """Run the preparers of the next ``limit`` unhandled messages on a read connection.
+
+    Returns each prepared message's result by its id (those in ``skip`` are
+    prepared already). A preparation that fails is left out: its handler
+    then does the work itself, in its transaction, where a failure is
+    recorded as the message's disposition.
+    """
+    prepared = {}
+    for row in pending_messages(db, limit):
+        prepare = preparers.get(row["kind"])
+        if prepare is None or row["id"] in skip:
+            continue
+        try:
+            prepared[row["id"]] = prepare(db, row, ctx)
+        except Exception:  # noqa: BLE001 - handled (and recorded) in the transaction instead
+            log.exception("message %d: preparing failed; handling it without", row["id"])
+    return prepared
+
+
 def process_pending(
     db: sqlite_utils.Database, handlers: dict[str, Handler], ctx: PipelineContext, limit: int = 50,
-    go_on: Callable[[], bool] = lambda: True,
+    go_on: Callable[[], bool] = lambda: True, prepared: dict[int, object] | None = None,
 ) -> int:
     """Handle up to ``limit`` unprocessed inbound messages; return how many were handled.
 
     ``go_on`` is asked before each message after the first; when it says no,
     the rest wait for the next call (the pipeline stops a batch when a sender
-    connects, so its letter does not wait for the whole batch).
+    connects, so its letter does not wait for the whole batch). ``prepared``
+    holds what preparers computed before this transaction, by message id;
+    each one used is taken out of it.
     """
-    pending = list(db.query(
-        "SELECT * FROM messages WHERE processed_at IS NULL AND direction = 'inbound' ORDER BY id LIMIT ?",
-        [limit],
-    ))
+    prepared = {} if prepared is None else prepared
+    pending = pending_messages(db, limit)
     for done, row in enumerate(pending):
         if done and not go_on():
             return done
         handler = handlers.get(row["kind"])
+        extra = (prepared.pop(row["id"]),) if row["id"] in prepared else ()
         try:
             with db.atomic():
-                disposition = handler(db, row, ctx) if handler else f"kept: nothing automatic for {row['kind']}"
+                disposition = (handler(db, row, ctx, *extra) if handler
+                               else f"kept: nothing automatic for {row['kind']}")
         except Exception as exc:  # noqa: BLE001 - keep the message, record why it was not handled
             log.exception("message %d: handling failed", row["id"])
             disposition = f"error: {type(exc).__name__}"
@@ -118,10 +155,14 @@ class Pipeline:
         ctx: PipelineContext,
         *,
         handlers: dict[str, Handler],
+        preparers: dict[str, Preparer] | None = None,
         on_processed: Callable[[], None] | None = None,
         sender_check=None,
     ) -> None:
         self.writer = writer
+        self.preparers = preparers or {}
+        # Prepared but not handled yet (a batch stopped for a sender), by id.
+        self._prepared: dict[int, object] = {}
         #: An SpfChecker (``inbound/spf.py``), or None when a front MTA checks SPF.
         self.sender_check = sender_check
         self.ctx = ctx
@@ -213,8 +254,9 @@ class Pipeline:
                     await self._quiet_moment()
                     filed = await self.file_arrivals()
                     await self._check_senders()
+                    await self._prepare()
                     handled = await self.writer.run(process_pending, self.handlers, self.ctx, PER_TRANSACTION,
-                                                    self._quiet)
+                                                    self._quiet, self._prepared)
                     if handled and self.on_processed:
                         self.on_processed()
                     if self._stopping or not (filed or handled):
@@ -223,6 +265,18 @@ class Pipeline:
                     return
             except Exception:  # noqa: BLE001 - e.g. the disk is full; retried on the next letter
                 log.exception("processing stored messages failed; will retry")
+
+    async def _prepare(self) -> None:
+        """Prepare the next batch on the read connection, off the writer (see ``inbound/handling``)."""
+        if not self.preparers:
+            return
+        fresh = await asyncio.to_thread(
+            self._prepare_pending, PER_TRANSACTION, frozenset(self._prepared)
+        )
+        self._prepared.update(fresh)
+
+    def _prepare_pending(self, limit: int, skip: frozenset[int]) -> dict[int, object]:
+        return prepare_pending(self._read_connection(), self.preparers, self.ctx, limit, skip)
 
     def _quiet(self) -> bool:
         # Asked on the writer thread between the messages of one batch.
