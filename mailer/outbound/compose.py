@@ -152,37 +152,63 @@ _CONSTANT_HEADERS = frozenset({
     "mime-version", "content-type", "content-transfer-encoding", "auto-submitted",
     "x-auto-response-suppress", LOOP_HEADER.lower(),
 })
+#: Headers whose value is ours but not a string: the column's own address as
+#: sender (an ``Address`` object, the same in every message it sends).
+_OWN_ADDRESS_HEADERS = frozenset({"from"})
 _MAX_CONSTANTS = 64
 
 
 class _OwnHeaderRegistry(CachedHeaderRegistry):
     """The header registry of the mail we build, keeping the headers every message repeats.
 
-    About 13 of an acknowledgement's 21 headers are the same in every message
-    ("MIME-Version: 1.0", "Content-Transfer-Encoding: 7bit", …); parsing each
-    one through ``email``'s header parser cost ~40 us, every time. A header
-    object never changes once made, so one object serves every message. Only
-    the names above are kept, never a reader's words, and a value carrying a
-    multipart boundary (new for every message) is never kept.
+    About 14 of an acknowledgement's 21 headers are the same in every message
+    ("MIME-Version: 1.0", "Content-Transfer-Encoding: 7bit", the column's
+    From, …); parsing each one through ``email``'s header parser cost
+    ~40-100 us, every time. A header object never changes once made, so one
+    object serves every message. Only the names above are kept, never a
+    reader's words, and a value carrying a multipart boundary (new for every
+    message) is never kept. The Date of the last message is kept too, as
+    long as the next one has the same (it changes once a second).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._constants: dict[tuple[str, str], object] = {}
-        #: ids of the kept header objects (they live as long as the registry).
-        self.kept: set[int] = set()
+        self._constants: dict[tuple, object] = {}
+        self._last_date: tuple[str, str, object] | None = None
 
     def __call__(self, name, value):
-        if not isinstance(value, str) or name.lower() not in _CONSTANT_HEADERS or "boundary" in value:
+        key = self._constant_key(name, value)
+        if key is None:
+            if isinstance(value, str) and name.lower() == "date":
+                return self._date(name, value)
             return super().__call__(name, value)
-        key = (name, value)
         header = self._constants.get(key)
         if header is None:
             header = super().__call__(name, value)
             if len(self._constants) < _MAX_CONSTANTS:
-                self._constants[key] = header
-                self.kept.add(id(header))
+                self._constants[key] = _keep(header)
         return header
+
+    @staticmethod
+    def _constant_key(name, value) -> tuple | None:
+        lowered = name.lower()
+        if isinstance(value, str):
+            if lowered in _CONSTANT_HEADERS and "boundary" not in value:
+                return (name, value)
+        elif isinstance(value, Address) and lowered in _OWN_ADDRESS_HEADERS:
+            return (name, value.display_name, value.username, value.domain)
+        return None
+
+    def _date(self, name, value):
+        if self._last_date is None or self._last_date[:2] != (name, value):
+            self._last_date = (name, value, _keep(super().__call__(name, value)))
+        return self._last_date[2]
+
+
+def _keep(header):
+    """Mark a header object as kept: its folded bytes may be remembered on it."""
+    header._folded = {}
+    return header
 
 
 class _OwnPolicy(policy.EmailPolicy):
@@ -190,20 +216,18 @@ class _OwnPolicy(policy.EmailPolicy):
 
     def fold_binary(self, name, value):
         """As ``EmailPolicy.fold_binary``, remembered for the headers every message repeats."""
-        # Only for the two module policies: a clone made for one message (a
-        # generator's, say) could die and leave its id to a different one.
-        if not (self is _SMTP or self is _SMTPUTF8) or id(value) not in self.header_factory.kept:
+        folded_by = getattr(value, "_folded", None)
+        if folded_by is None:
             return super().fold_binary(name, value)
-        key = (id(self), id(value))
-        folded = _FOLDED.get(key)
+        # The generator works with clones of the message's policy (another
+        # line separator for the parts), so the bytes are kept per setting
+        # that folding reads, not per policy object.
+        key = (name, self.utf8, self.linesep, self.max_line_length, self.cte_type, self.refold_source)
+        folded = folded_by.get(key)
         if folded is None:
-            folded = _FOLDED[key] = super().fold_binary(name, value)
+            folded = folded_by[key] = super().fold_binary(name, value)
         return folded
 
-
-# Keyed by ids: the two policies are module constants and the kept headers
-# live in their registries as long as the process does, so no id is reused.
-_FOLDED: dict[tuple[int, int], bytes] = {}
 
 # The SMTP policies with a header registry that makes each header class once
 # (the stock one builds a new class for every header set: ~18 us each) and
