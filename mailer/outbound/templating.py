@@ -137,7 +137,7 @@ def render_inlined(env: jinja2.Environment, name: str, context: dict) -> str:
     finally:
         _VALUES.reset(token)
     if _REFUSED in values:
-        return inline_css(_fill_in(shape, values))
+        return inline_css(env.get_template(name).render(**context))
     known = _SHAPES.get(shape)
     if known:
         return _put_back(known, values)
@@ -215,6 +215,9 @@ def _slot(eval_ctx, value):
             values.append(_REFUSED)
         return value
     text = str(value)
+    if _SLOT_START in text:  # would read as a placeholder
+        values.append(_REFUSED)
+        return value
     if not eval_ctx.autoescape or not text or not text.isprintable() or text.strip() != text:
         # Not escaped here (the stylesheet), empty, edged with spaces, or
         # holding characters the parser changes (CR, NUL, controls, no-break
@@ -231,11 +234,14 @@ def _fill_in(shape: str, values: list) -> str:
 
 def _checked_shape(shape: str, values: list, html: str) -> tuple:
     """The inlined shape, if putting values back gives what inlining the whole message gave; else _PLAIN."""
-    made = _inlined_shape(shape)
-    if made is None or _put_back(made, values) != html:
-        return _PLAIN
-    probes = [value + _PROBE for value in values]
-    if _put_back(made, probes) != inline_css(_fill_in(shape, probes)):
+    try:
+        made = _inlined_shape(shape)
+        if made is None or _put_back(made, values) != html:
+            return _PLAIN
+        probes = [value + _PROBE for value in values]
+        if _put_back(made, probes) != inline_css(_fill_in(shape, probes)):
+            return _PLAIN
+    except css_inline.InlineError:  # a placeholder where the inliner reads CSS
         return _PLAIN
     return made
 
