@@ -69,7 +69,8 @@ def header_text(value: str | None, limit: int = MAX_HEADER_TEXT) -> str:
 
 
 def _one_line(text: str) -> str:
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    if not text.isprintable():  # the common case has nothing to replace: no loop over every character
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
     return " ".join(text.split())
 
 
