@@ -220,3 +220,38 @@ def test_values_in_attributes_the_inliner_reads_take_the_plain_way(tmp_path):
     for cls, ident, css, name in [("a", "b", "color: blue", "x"), ("b", "a", "margin: 1px", "y"), ("a b", "", "", "z")]:
         context = {"cls": cls, "ident": ident, "css": css, "name": name}
         assert templating.render_inlined(env, "attrs.html.j2", context) == _plain(env, "attrs.html.j2", context)
+
+
+# -- headers kept between messages: the column's From, the Date of the second -----------
+
+def _headers_at(when, *, column_name="The Column", name="Dana"):
+    outgoing = Outgoing(
+        sender=make_address("letters@column.example", column_name), recipient=make_address("dana@example.org", name),
+        subject="Re: hello", body=compose.Rendered("Dear Dana,\n", "<p>Dear Dana,</p>"), domain="column.example",
+        extra_headers=AUTO_REPLY_HEADERS,
+    )
+    raw = build_message(outgoing, clock=lambda: when).as_bytes()
+    return raw.split(b"\r\n\r\n", 1)[0]
+
+
+def test_the_kept_date_and_from_follow_the_clock_and_the_config(fixed_ids, monkeypatch):
+    later = NOW + dt.timedelta(seconds=1)
+    steps = [(NOW, "The Column"), (NOW, "The Column"), (later, "The Column"), (later, "Another Column"),
+             (NOW, "Zoë's Column, with a comma")]
+    ours = [_headers_at(when, column_name=column) for when, column in steps]
+    monkeypatch.setattr(compose, "_SMTP", policy.SMTP.clone(header_factory=CachedHeaderRegistry()))
+    monkeypatch.setattr(compose, "_SMTPUTF8", policy.SMTPUTF8.clone(header_factory=CachedHeaderRegistry()))
+    stock = [_headers_at(when, column_name=column) for when, column in steps]
+    assert ours == stock
+    assert b"Date: Thu, 03 Dec 2026 12:00:01 +0000" in ours[2] and b"Another Column" in ours[3]
+
+
+def _one_line_by_character(text: str) -> str:
+    """header_text's cleaning as it was: every character looked at."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_WORDS)
+def test_header_text_cleans_as_it_did_character_by_character(text):
+    assert compose._one_line(text) == _one_line_by_character(text)
