@@ -255,3 +255,21 @@ def _one_line_by_character(text: str) -> str:
 @given(text=_WORDS)
 def test_header_text_cleans_as_it_did_character_by_character(text):
     assert compose._one_line(text) == _one_line_by_character(text)
+
+
+@pytest.mark.parametrize("css, shaped", [
+    ("p { color: red; } .x { margin: 0; } @media (max-width: 480px) { .x { margin: 1px !important; } }", True),
+    ("a[href^='tel:'] { color: red; }", False),
+    ("p:empty { display: none; }", False),
+    ("@charset 'utf-8'; p:first-child { color: red; }", False),
+])
+def test_a_stylesheet_that_reads_attributes_or_content_takes_the_plain_way(tmp_path, css, shaped):
+    (tmp_path / f"css{hash(css) & 0xffff}.html.j2").write_text(
+        f"<html><head><style>{css}</style></head><body><p class=\"x\">{{{{ name }}}}</p><p></p>"
+        "<a href=\"{{ link }}\">{{ name }}</a></body></html>")
+    env = template_environment(tmp_path)
+    name = f"css{hash(css) & 0xffff}.html.j2"
+    for value, link in [("dana", "tel:1"), ("", "https://x.example"), ("Sam & Co", "tel:2")]:
+        context = {"name": value, "link": link}
+        assert templating.render_inlined(env, name, context) == _plain(env, name, context)
+    assert any(shape for key, shape in templating._SHAPES.items() if css in key) is shaped

@@ -285,7 +285,8 @@ def _selectors_read_only_markup(css: str) -> bool:
     for position, ch in enumerate(css):
         if ch == "{":
             if depth == 0:
-                selector = css[start:position].strip()
+                # After the last ";": a statement at-rule (@import, @charset) ends there.
+                selector = css[start:position].rsplit(";", 1)[-1].strip()
                 if not selector.startswith("@") and re.search(r"[\[:\\]", selector):
                     return False
             depth += 1
