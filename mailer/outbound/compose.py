@@ -202,9 +202,10 @@ class _OwnHeaderRegistry(CachedHeaderRegistry):
         return None
 
     def _date(self, name, value):
-        if self._last_date is None or self._last_date[:2] != (name, value):
-            self._last_date = (name, value, _keep(super().__call__(name, value)))
-        return self._last_date[2]
+        last = self._last_date  # read once: another thread may build a message of another second
+        if last is None or last[:2] != (name, value):
+            last = self._last_date = (name, value, _keep(super().__call__(name, value)))
+        return last[2]
 
 
 def _keep(header):
