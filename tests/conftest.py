@@ -64,6 +64,9 @@ def make_config(tmp_path: Path, **sections) -> Config:
         "storage": {"database": "mailer.db"},
         "delivery": {"maildir": "maildir", "retry_base_seconds": 0.2, "retry_max_seconds": 1.0},
         "digest": {"schedules": str(tmp_path / "schedules")},
+        # In the service's own process: the pipeline worker process has tests
+        # of its own (test_pipeline_worker.py, test_crash.py), which ask for it.
+        "pipeline": {"worker": "thread"},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

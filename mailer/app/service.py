@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Protocol
+from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
+from mailer.app.pipeline_process import PipelineProcess
 from mailer.clock import Clock, system_clock
 from mailer.config import Config, ConfigError
 from mailer.inbound import acknowledgements
@@ -42,6 +43,26 @@ class Component(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class ServiceLetterHandler(LetterHandler):
+    """The listener's handler, saying when a session opens or closes (for a pipeline worker process)."""
+
+    #: Called after a session was admitted or released; None when nobody asks.
+    on_sessions_changed: Callable[[], None] | None = None
+
+    def admit(self, protocol, client: str) -> str | None:
+        """As LetterHandler.admit, then tell whoever asked that a session opened."""
+        refusal = super().admit(protocol, client)
+        if refusal is None and self.on_sessions_changed is not None:
+            self.on_sessions_changed()
+        return refusal
+
+    def release(self, protocol) -> None:
+        """As LetterHandler.release, then tell whoever asked that a session closed."""
+        super().release(protocol)
+        if self.on_sessions_changed is not None:
+            self.on_sessions_changed()
 
 
 class Service:
@@ -88,12 +109,14 @@ class Service:
             for component in self.components:
                 await component.start()
                 started.append(component)
-            self.handler = LetterHandler(
+            self.handler = ServiceLetterHandler(
                 self.config, self.writer, clock=self.clock, on_stored=self._on_stored
             )
             if self.pipeline is not None:
                 handler = self.handler
                 self.pipeline.listener_busy = lambda: bool(handler.sessions)
+                # A worker process cannot look at the sessions: it is told when they change.
+                handler.on_sessions_changed = getattr(self.pipeline, "listener_changed", None)
             try:
                 self._server = await start_listener(self.config, self.handler, tls_context)
             except OSError as exc:
@@ -193,6 +216,15 @@ def sender_check(config: Config) -> SpfChecker | None:
     return SpfChecker(config.spf)
 
 
+def runs_worker_process(config: Config, clock: Clock) -> bool:
+    """Whether the pipeline runs in a worker process (``pipeline.worker``) rather than in-process.
+
+    The worker process keeps the time by the system clock; a service given
+    another clock (a test's fixed one) runs the pipeline in-process, on it.
+    """
+    return config.pipeline.worker == "process" and clock is system_clock
+
+
 def build_components(service: Service) -> list[Component]:
     """The background parts of the service, in start order."""
     config = service.config
@@ -201,14 +233,18 @@ def build_components(service: Service) -> list[Component]:
         config.delivery, service.writer, make_transport(config.delivery), clock=service.clock,
         signer=service.signer,
     )
-    pipeline = Pipeline(
-        service.writer,
-        PipelineContext(config=config, templates=templates, clock=service.clock),
-        handlers=message_handlers(),
-        preparers=message_preparers(),
-        on_processed=outbox.wake,
-        sender_check=sender_check(config),
-    )
+    pipeline: Pipeline | PipelineProcess
+    if runs_worker_process(config, service.clock):
+        pipeline = PipelineProcess(config, on_processed=outbox.wake)
+    else:
+        pipeline = Pipeline(
+            service.writer,
+            PipelineContext(config=config, templates=templates, clock=service.clock),
+            handlers=message_handlers(),
+            preparers=message_preparers(),
+            on_processed=outbox.wake,
+            sender_check=sender_check(config),
+        )
     service.outbox = outbox
     service.pipeline = pipeline
     components: list[Component] = [outbox, pipeline]

@@ -18,6 +18,6 @@ from mailer.config.loading import (  # noqa: F401
 )
 from mailer.config.sections import (  # noqa: F401
     DEFAULT_FILE, ENV_VAR, AcknowledgementsConfig, AddressesConfig, ColumnConfig, Config, ConfigError, CrisisConfig,
-    DeliveryConfig, DigestConfig, DkimConfig, LoggingConfig, SmtpConfig, SpfConfig, StorageConfig, SubscribersConfig,
+    DeliveryConfig, DigestConfig, DkimConfig, LoggingConfig, PipelineConfig, SmtpConfig, SpfConfig, StorageConfig, SubscribersConfig,
     TopicsConfig, WebConfig,
 )

@@ -62,6 +62,10 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f'logging.level: expected "debug", "info", "warning" or "error", got {config.logging.level!r}'
         )
+    if config.pipeline.worker not in ("process", "thread"):
+        raise ConfigError(
+            f'pipeline.worker: expected "process" or "thread", got {config.pipeline.worker!r}'
+        )
     _validate_tls(config)
     _validate_dkim(config)
     _validate_topics(config)

@@ -215,6 +215,16 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """``[pipeline]``: where letters are filed and answered: a worker process, or a thread of the service."""
+
+    #: "process": a pipeline worker process beside the listener (its own core
+    #: and interpreter lock, at a lower priority); "thread": in the service's
+    #: own process, as a thread of its event loop.
+    worker: str = "process"
+
+
+@dataclass(frozen=True)
 class DkimConfig:
     """DKIM signing of every outgoing message; no [dkim] section means no signing."""
 
@@ -244,6 +254,7 @@ class Config:
     digest: DigestConfig = field(default_factory=DigestConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     #: None when the file has no [dkim] section: mail then goes out unsigned.
     dkim: DkimConfig | None = None
     #: The folder relative paths were resolved against (the config file's folder).
