@@ -58,6 +58,7 @@ BAD_FILES = [
     ("delivery-timeout-nan", "[delivery]\ntimeout = nan\n", ["delivery.timeout", "finite"]),
     ("delivery-attempts-zero", "[delivery]\nmax_attempts = 0\n", ["delivery.max_attempts", "1 or more"]),
     ("retry-negative", "[delivery]\nretry_base_seconds = -1.0\n", ["delivery.retry_base_seconds", "0 or more"]),
+    ("pipeline-worker-unknown", '[pipeline]\nworker = "fork"\n', ["pipeline.worker", "'fork'", '"process" or "thread"']),
 ]
 
 

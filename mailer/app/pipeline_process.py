@@ -12,8 +12,10 @@ What goes between the two processes, and why each is cheap:
 
 * the child's stdin: the service's Config once (pickled, length first),
   then one byte whenever letters arrived (coalesced: one per turn of the
-  event loop however many letters came). End of file means the service is
-  gone, even after kill -9, and the worker finishes its batch and exits;
+  event loop however many letters came). End of file means stop: the
+  service is stopping, or it is gone (even after kill -9); the worker
+  finishes its batch, files what was received and exits. SIGTERM does the
+  same (an operator's, or systemd's to the whole group);
 * the child's stdout: ``R`` when the worker is ready, ``A`` whenever it
   queued acknowledgements (the outbox worker stays in the service and is
   woken by it);
@@ -33,7 +35,6 @@ import logging
 import mmap
 import os
 import pickle
-import signal
 import struct
 import sys
 import tempfile
@@ -112,8 +113,11 @@ class PipelineProcess:
         self._stopping.set()
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+            # The end of its stdin is the request (as when the service dies):
+            # unlike a signal, it cannot come too early, while the worker is
+            # still starting, and be lost.
+            if proc.stdin is not None:
+                proc.stdin.close()
             try:
                 code = await asyncio.wait_for(proc.wait(), self.stop_seconds)
             except asyncio.TimeoutError:

@@ -91,6 +91,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
+        if _stopped_early:
+            self.stop_requested.set()
         pipeline: Pipeline | None = None
         stdin = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin),
@@ -157,14 +159,23 @@ class Worker:
             return None
 
 
+_stopped_early = False
+
+
+def _stop_early(signum, frame) -> None:
+    global _stopped_early
+    _stopped_early = True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Read the configuration from stdin, then file and answer letters until stopped."""
     parser = argparse.ArgumentParser(prog="python -m mailer.app.pipeline_worker")
     parser.add_argument("--busy-fd", type=int, required=True,
                         help="A shared-memory file whose first byte is 1 while the listener has senders.")
     args = parser.parse_args(argv)
-    # Until the event loop takes SIGTERM over, being stopped is simply exiting: nothing is written yet.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # A SIGTERM before the event loop takes it over is kept for it: the
+    # worker still files what was received before it exits.
+    signal.signal(signal.SIGTERM, _stop_early)
     # Our stdout is the channel to the service: keep it, and send anything
     # else that would print there to stderr instead.
     notify_fd = os.dup(1)
