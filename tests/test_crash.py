@@ -188,12 +188,34 @@ class BurstClient:
             return exc.smtp_code
 
 
+#: Letters received but not filed yet, or filed but not handled yet.
+UNFINISHED = ("SELECT (SELECT count(*) FROM arrivals) + (SELECT count(*) FROM messages "
+              "WHERE direction = 'inbound' AND processed_at IS NULL) AS n")
+
+
+def worker_pid(server: ServeProcess) -> int:
+    """The pid of the pipeline worker process `mailer serve` runs now (waits for one to run)."""
+    def child() -> int | None:
+        try:
+            found = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+        except FileNotFoundError:
+            return None
+        return int(found[0]) if found else None
+    return wait_for(child, timeout=30, interval=0.005, message="the pipeline worker process")
+
+
 @pytest.mark.slow
-def test_every_letter_that_got_250_survives_kill_9_exactly_once_and_unanswered_ones_are_retried(tmp_path):
+@pytest.mark.parametrize("pipeline, killed", [
+    ("process", "service"),  # the service and, through its stdin, the worker it leaves behind
+    ("process", "worker"),   # the worker alone, mid-batch; the service restarts it
+    ("thread", "service"),   # one process doing everything
+])
+def test_every_letter_that_got_250_survives_kill_9_exactly_once_and_unanswered_ones_are_retried(
+        tmp_path, pipeline, killed):
     seed = int(os.environ.get("MAILER_CRASH_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     port = free_port()
-    config_path = write_config(tmp_path, port)
+    config_path = write_config(tmp_path, port, pipeline={"worker": pipeline})
     server = ServeProcess(config_path, port, tmp_path / "serve.log")
     letters = []
     for n in range(150):
@@ -206,11 +228,26 @@ def test_every_letter_that_got_250_survives_kill_9_exactly_once_and_unanswered_o
     server.start()
     client.start()
     accepted_at_kill = []
+    pending_at_kill = []  # letters received but not yet filed or answered, at each kill of the worker
     # Three random moments in the burst: when a random share of it has been
-    # accepted, give or take a few milliseconds.
+    # accepted (the service) or acknowledged (the worker, busy answering a
+    # backlog), give or take a few milliseconds.
     targets = sorted(rng.randint(len(letters) // 10, len(letters) * 9 // 10) for _ in range(3))
     try:
         for target in targets:
+            if killed == "worker":
+                wait_for(lambda: len(maildir_files(tmp_path / "maildir")) >= target, timeout=60, interval=0.001,
+                         message=f"{target} letters acknowledged (seed {seed})")
+                time.sleep(rng.uniform(0.0, 0.02))
+                worker = worker_pid(server)
+                os.kill(worker, signal.SIGKILL)
+                accepted_at_kill.append(len(client.accepted))
+                pending_at_kill.append(rows(tmp_path / "mailer.db", UNFINISHED)[0]["n"])
+                # The service restarts it by itself (after a short wait, longer each time);
+                # the next kill hits a worker that is at work again.
+                wait_for(lambda: f"pipeline worker ready (pid {worker_pid(server)}," in server.log.read_text()
+                         and worker_pid(server) != worker, timeout=30, message=f"a new worker (seed {seed})")
+                continue
             wait_for(lambda: len(client.accepted) >= target, timeout=60, interval=0.001,
                      message=f"{target} letters accepted (seed {seed})")
             time.sleep(rng.uniform(0.0, 0.02))
@@ -227,10 +264,15 @@ def test_every_letter_that_got_250_survives_kill_9_exactly_once_and_unanswered_o
         server.stop()
 
     where = f"(seed {seed}; rerun with MAILER_CRASH_SEED={seed})"
-    assert len(accepted_at_kill) == 3 and accepted_at_kill[-1] < len(letters), \
-        f"every kill landed in the burst: {accepted_at_kill} of {len(letters)} accepted {where}"
+    assert len(accepted_at_kill) == 3
+    if killed == "service":
+        assert accepted_at_kill[-1] < len(letters), \
+            f"every kill landed in the burst: {accepted_at_kill} of {len(letters)} accepted {where}"
     assert not client.refused, f"permanent refusals {client.refused[:3]} {where}"
-    assert client.unanswered, f"no kill landed while a letter was in flight {where}"
+    if killed == "service":
+        assert client.unanswered, f"no kill landed while a letter was in flight {where}"
+    else:
+        assert any(pending_at_kill), f"no kill landed while the worker had letters to do {pending_at_kill} {where}"
     archived = inbound_by_message_id(tmp_path / "mailer.db")
     for message_id, raw in client.accepted.items():
         copies = archived.get(message_id, [])
@@ -246,6 +288,7 @@ def test_every_letter_that_got_250_survives_kill_9_exactly_once_and_unanswered_o
     assert max(answered.values()) == 1, f"acknowledged twice: {[k for k, v in answered.items() if v > 1]} {where}"
     outbox = rows(tmp_path / "mailer.db", "SELECT status, count(*) AS n FROM outbox GROUP BY status")
     assert {r["status"]: r["n"] for r in outbox} == {"sent": len(letters)}, where
+    assert rows(tmp_path / "mailer.db", UNFINISHED)[0]["n"] == 0, f"every letter filed and handled {where}"
 
 
 # -- a full disk -----------------------------------------------------------------------------
