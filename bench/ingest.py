@@ -26,8 +26,17 @@ mailer server is offered letters open loop at ``--open-rate`` (default 200 a
 second): p50 and p99 to the 250, and how many acknowledgements reached the
 Maildir within 2 s of their letter's 250 (the pipeline keeping up).
 
+``mailer serve`` files and acknowledges letters in a pipeline worker process
+of its own (``[pipeline] worker = "process"``, its default); ``--pipeline
+thread`` runs the pipeline inside the server's process instead, and
+``--pipeline both`` runs both servers in one run, side by side (the summary
+line is the worker process's). The server's CPU includes its worker's; the
+worker starts on the server's cores (the server is pinned before it starts,
+and its threads and children inherit that).
+
     .venv/bin/python bench/ingest.py [--quick] [--letters N] [--clients C] [--rate R]
                                      [--client raw|aiosmtplib|smtplib] [--open-rate R] [--no-pin]
+                                     [--pipeline process|thread|both]
                                      [--profile py-spy|py-spy-gil|cprofile] [--keep] [--json]
     .venv/bin/python bench/ingest.py --parts [--letters N]
 
@@ -408,17 +417,30 @@ def _stop_profiler(profiler: subprocess.Popen | None) -> None:
         profiler.wait(60)
 
 
-def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None) -> dict:
+def _pinned(cpus: set[int] | None):
+    """A preexec_fn that puts the new process on ``cpus`` before it runs anything.
+
+    Pinned from the start, every thread the server starts (the archive
+    writer) and every process (the pipeline worker) inherits the same cores;
+    pinning a running process moves only its main thread.
+    """
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def bench_mailer(args, work: Path, cpus: tuple[set[int], set[int]] | None, pipeline: str = "process") -> dict:
     port = _common.free_port()
-    config = _common.write_config(work, smtp_port=port)
+    config = _common.write_config(work, smtp_port=port, pipeline={"worker": pipeline})
     n_topics = import_topics(config)
     log = open(work / "serve.log", "w")
-    proc = subprocess.Popen(_server_cmd(args, config, work), stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    proc = subprocess.Popen(_server_cmd(args, config, work), stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                            preexec_fn=_pinned(cpus[0] if cpus else None))
     try:
         _common.wait_for_port(port, proc)
         server_pid = _server_pid(proc)
-        if cpus:
-            _common.pin(server_pid, cpus[0])
+        if pipeline == "process":
+            _wait_for_worker(work / "serve.log", proc)
         profiler = _start_profiler(args, server_pid, work)
         cpu0 = _cpu_seconds(server_pid)
         result = run_client(port, args, cpus[1] if cpus else None)
@@ -471,11 +493,9 @@ def _ack_lags(maildir: Path, answered: dict[str, float]) -> list[float]:
 def bench_bare(args, cpus: tuple[set[int], set[int]] | None) -> dict:
     port = _common.free_port()
     cmd = [PYTHON, str(Path(__file__).resolve()), "--role", "bare-server", "--port", str(port)]
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, preexec_fn=_pinned(cpus[0] if cpus else None))
     try:
         _common.wait_for_port(port, proc)
-        if cpus:
-            _common.pin(proc, cpus[0])
         cpu0 = _cpu_seconds(proc.pid)
         result = run_client(port, args, cpus[1] if cpus else None)
         result["server_cpu"] = _cpu_seconds(proc.pid) - cpu0
@@ -489,19 +509,42 @@ def _server_pid(proc: subprocess.Popen) -> int:
     try:
         import psutil
 
-        children = psutil.Process(proc.pid).children(recursive=True)
-        pythons = [c for c in children if "python" in (c.name() or "")]
+        process = psutil.Process(proc.pid)
+        if "python" in (process.name() or ""):
+            return proc.pid  # the server itself (its child is the pipeline worker)
+        pythons = [c for c in process.children(recursive=True) if "python" in (c.name() or "")]
         return pythons[0].pid if pythons else proc.pid
     except Exception:  # noqa: BLE001 - psutil missing: measure the direct child
         return proc.pid
 
 
+def _wait_for_worker(log: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until the pipeline worker process says it is ready (so its start is not timed)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if "pipeline worker ready" in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"mailer serve exited:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    raise RuntimeError("the pipeline worker did not start")
+
+
 def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children: the pipeline worker's, live or ended, counts."""
     try:
         import psutil
 
-        times = psutil.Process(pid).cpu_times()
-        return times.user + times.system
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in process.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # it just ended: counted in children_* once reaped
+            total += child_times.user + child_times.system
+        return total
     except Exception:  # noqa: BLE001
         return float("nan")
 
@@ -657,6 +700,21 @@ AIM_OPEN_P99_MS = 30.0
 AIM_ACK_LAG_S = 2.0
 
 
+_MODE_NAMES = {"process": "worker process", "thread": "in-process pipeline"}
+
+
+def _row(r: dict, cpu_per_letter: float) -> list[str]:
+    return [r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
+            f"{cpu_per_letter:,.0f}", f"{r['ok']:,}", str(r["errors"])]
+
+
+def _pipeline_note(args, raw: dict) -> str:
+    return (f"{raw['acknowledged']:,} of {args.letters:,} letters acknowledged into the Maildir, "
+            f"the last {raw['acks_done_after']:.1f} s after the last 250 ({raw['topics']} topics); "
+            f"server CPU to the last acknowledgement {raw['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f} us "
+            "per letter")
+
+
 def _open_loop_note(args, open_loop: dict, raw_open: dict) -> str:
     lags = raw_open["ack_lags"]
     within = sum(lag <= AIM_ACK_LAG_S for lag in lags)
@@ -680,6 +738,9 @@ def main() -> int:
                              "clients can; latency then shows what a sender sees at that load.")
     parser.add_argument("--open-rate", type=float, default=200.0,
                         help="Also run mailer open loop at this many letters a second (default 200; 0: skip).")
+    parser.add_argument("--pipeline", choices=("process", "thread", "both"), default="process",
+                        help="Where mailer serve files and acknowledges letters: a worker process (default), a "
+                             "thread of the server, or both servers in this run, side by side.")
     parser.add_argument("--no-pin", action="store_true", help="Do not pin client and server to separate cores.")
     parser.add_argument("--profile", choices=("py-spy", "py-spy-gil", "cprofile"),
                         help="Profile the mailer server (figures get slower).")
@@ -709,46 +770,58 @@ def main() -> int:
     if not args.no_pin and len(available) >= 2:
         cpus = ({available[0]}, {available[1]})
     work = Path(tempfile.mkdtemp(prefix="mailer-bench-ingest-"))
+    modes = ("process", "thread") if args.pipeline == "both" else (args.pipeline,)
+    runs: dict[str, dict] = {}
     try:
         bare = summarise("bare aiosmtpd (250 only)", bench_bare(args, cpus), args.letters)
-        raw_mailer = bench_mailer(args, work, cpus)
-        mailer = summarise("mailer serve, to the 250", raw_mailer, args.letters)
-        raw_open = open_loop = None
-        if args.open_rate and not args.rate:
-            open_args = argparse.Namespace(**{**vars(args), "rate": args.open_rate, "profile": None})
-            open_work = work / "open-loop"
-            open_work.mkdir()
-            raw_open = bench_mailer(open_args, open_work, cpus)
-            open_loop = summarise(f"mailer serve, open loop {args.open_rate:g}/s", raw_open, args.letters)
+        for mode in modes:
+            run: dict = {}
+            mode_work = work / mode
+            mode_work.mkdir()
+            run["raw"] = bench_mailer(args, mode_work, cpus, mode)
+            run["summary"] = summarise(f"mailer serve ({_MODE_NAMES[mode]}), to the 250", run["raw"], args.letters)
+            run["raw_open"] = run["open"] = None
+            if args.open_rate and not args.rate:
+                open_args = argparse.Namespace(**{**vars(args), "rate": args.open_rate, "profile": None})
+                open_work = mode_work / "open-loop"
+                open_work.mkdir()
+                run["raw_open"] = bench_mailer(open_args, open_work, cpus, mode)
+                run["open"] = summarise(f"mailer serve ({_MODE_NAMES[mode]}), open loop {args.open_rate:g}/s",
+                                        run["raw_open"], args.letters)
+            runs[mode] = run
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
+    # The summary line (checks read it) is the first server's: the worker process unless asked otherwise.
+    raw_mailer, mailer = runs[modes[0]]["raw"], runs[modes[0]]["summary"]
+    raw_open, open_loop = runs[modes[0]]["raw_open"], runs[modes[0]]["open"]
     ratio = mailer["rate"] / bare["rate"] if bare["rate"] else 0.0
-    rows = []
-    for r in (bare, mailer):
-        rows.append([r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
-                     f"{r['server_cpu_per_letter']:,.0f}", f"{r['ok']:,}", str(r["errors"])])
-    to_last_ack = args.letters / (raw_mailer["wall"] + raw_mailer["acks_done_after"])
-    rows.append(["mailer serve, to the last acknowledgement", f"{to_last_ack:,.0f}", "", "", "",
-                 f"{raw_mailer['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f}",
-                 f"{raw_mailer['acknowledged']:,} acks", ""])
-    if open_loop:
-        r = open_loop
-        rows.append([r["name"], f"{r['rate']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", f"{r['max']:.1f}",
-                     f"{raw_open['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f}", f"{r['ok']:,}",
-                     str(r["errors"])])
+    rows = [_row(bare, bare["server_cpu_per_letter"])]
+    for mode in modes:
+        run = runs[mode]
+        rows.append(_row(run["summary"], run["summary"]["server_cpu_per_letter"]))
+        to_last_ack = args.letters / (run["raw"]["wall"] + run["raw"]["acks_done_after"])
+        rows.append([f"mailer serve ({_MODE_NAMES[mode]}), to the last acknowledgement", f"{to_last_ack:,.0f}",
+                     "", "", "", f"{run['raw']['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f}",
+                     f"{run['raw']['acknowledged']:,} acks", ""])
+        if run["open"]:
+            rows.append(_row(run["open"], run["raw_open"]["server_cpu_to_last_ack"] / args.letters * 1e6))
+    others = [
+        f"{_MODE_NAMES[mode]}: mailer / bare {runs[mode]['summary']['rate'] / bare['rate'] if bare['rate'] else 0:.2f}, "
+        f"p99 {runs[mode]['summary']['p99']:.1f} ms; " + _pipeline_note(args, runs[mode]["raw"])
+        + ("; " + _open_loop_note(args, runs[mode]["open"], runs[mode]["raw_open"]) if runs[mode]["open"] else "")
+        for mode in modes[1:]
+    ]
     info = _common.machine()
     notes = [
         f"open loop: letters offered at {args.rate:g}/s, latency counted from when each was due"
         if args.rate else "closed loop: each client sends its next letter as soon as the last is answered",
         f"mailer / bare = {ratio:.2f} (aim >= {AIM_RATIO}); mailer p99 {mailer['p99']:.1f} ms (aim < {AIM_P99_MS:.0f} ms): "
         + ("aims met" if ratio >= AIM_RATIO and mailer["p99"] < AIM_P99_MS else "aim MISSED"),
-        f"pipeline: {raw_mailer['acknowledged']:,} of {args.letters:,} letters acknowledged into the Maildir, "
-        f"the last {raw_mailer['acks_done_after']:.1f} s after the last 250 ({raw_mailer['topics']} topics); "
-        f"server CPU to the last acknowledgement {raw_mailer['server_cpu_to_last_ack'] / args.letters * 1e6:,.0f} us "
-        "per letter",
+        f"pipeline in {_MODE_NAMES[modes[0]]}: " + _pipeline_note(args, raw_mailer),
         *([_open_loop_note(args, open_loop, raw_open)] if open_loop else []),
+        *others,
         f"client: {args.client}, {args.clients} {'at most ' if args.rate else ''}concurrent, one connection per letter, "
         f"{bare['client_cpu_per_letter']:,.0f} us client CPU per letter; "
         + (f"server pinned to CPU {min(cpus[0])}, client to CPU {min(cpus[1])}" if cpus else "not pinned"),
@@ -756,13 +829,12 @@ def main() -> int:
     ]
     if args.keep:
         notes.append(f"kept: {work}")
-    for r in (bare, mailer):
+    for r, raw in ((bare, {}), *((runs[m]["summary"], runs[m]["raw"]) for m in modes)):
         if r["errors"]:
-            first = (raw_mailer if r is mailer else {}).get("errors") or []
-            notes.append(f"{r['name']}: {r['errors']} letters failed {first[:3]}")
+            notes.append(f"{r['name']}: {r['errors']} letters failed {(raw.get('errors') or [])[:3]}")
     if args.json:
         print(json.dumps({
-            "letters": args.letters, "ratio": round(ratio, 3),
+            "letters": args.letters, "pipeline": modes[0], "ratio": round(ratio, 3),
             **{f"{key}_{name}": round(r[name], 2) for key, r in (("bare", bare), ("mailer", mailer))
                for name in ("rate", "p50", "p99", "max", "server_cpu_per_letter")},
             "acks_done_after": round(raw_mailer["acks_done_after"], 2),
