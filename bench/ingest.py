@@ -819,7 +819,7 @@ def main() -> int:
         if args.rate else "closed loop: each client sends its next letter as soon as the last is answered",
         f"mailer / bare = {ratio:.2f} (aim >= {AIM_RATIO}); mailer p99 {mailer['p99']:.1f} ms (aim < {AIM_P99_MS:.0f} ms): "
         + ("aims met" if ratio >= AIM_RATIO and mailer["p99"] < AIM_P99_MS else "aim MISSED"),
-        f"pipeline in {_MODE_NAMES[modes[0]]}: " + _pipeline_note(args, raw_mailer),
+        f"pipeline ({_MODE_NAMES[modes[0]]}): " + _pipeline_note(args, raw_mailer),
         *([_open_loop_note(args, open_loop, raw_open)] if open_loop else []),
         *others,
         f"client: {args.client}, {args.clients} {'at most ' if args.rate else ''}concurrent, one connection per letter, "

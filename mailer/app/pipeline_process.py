@@ -142,6 +142,7 @@ class PipelineProcess:
         # The child's stderr is ours: its log lines go where the service's go.
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mailer.app.pipeline_worker", "--busy-fd", str(fd),
+            *(["--verbose"] if logging.getLogger().isEnabledFor(logging.DEBUG) else []),  # mailer -v
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, pass_fds=(fd,),
         )
         config = pickle.dumps(self.config, protocol=pickle.HIGHEST_PROTOCOL)

@@ -40,7 +40,7 @@ log = logging.getLogger("mailer.pipeline_worker")
 
 #: How much lower than the listener the worker runs (os.nice): a sender
 #: waiting for its 250 comes before an acknowledgement.
-NICENESS = 10
+NICENESS = 0
 
 #: How often a worker waiting for another one's lock looks again.
 LOCK_POLL_SECONDS = 0.1
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mailer.app.pipeline_worker")
     parser.add_argument("--busy-fd", type=int, required=True,
                         help="A shared-memory file whose first byte is 1 while the listener has senders.")
+    parser.add_argument("--verbose", action="store_true", help="Debug lines too (the service runs with -v).")
     args = parser.parse_args(argv)
     # A SIGTERM before the event loop takes it over is kept for it: the
     # worker still files what was received before it exits.
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     notify_fd = os.dup(1)
     os.dup2(2, 1)
     config = read_config(0)
-    logs.setup(config.logging.format, config.logging.level)
+    logs.setup(config.logging.format, config.logging.level, verbose=args.verbose)
     os.nice(NICENESS)
     busy = mmap.mmap(args.busy_fd, mmap.PAGESIZE, prot=mmap.PROT_READ)
     return asyncio.run(Worker(config, busy, notify_fd).run())
