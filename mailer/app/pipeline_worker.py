@@ -40,7 +40,7 @@ log = logging.getLogger("mailer.pipeline_worker")
 
 #: How much lower than the listener the worker runs (os.nice): a sender
 #: waiting for its 250 comes before an acknowledgement.
-NICENESS = 0
+NICENESS = 10
 
 #: How often a worker waiting for another one's lock looks again.
 LOCK_POLL_SECONDS = 0.1
