@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mailer import logs
 from mailer.app.pipeline_process import ACKNOWLEDGED, READY
-from mailer.app.service import message_handlers, sender_check
+from mailer.app.service import message_handlers, message_preparers, sender_check
 from mailer.clock import system_clock
 from mailer.config import Config
 from mailer.inbound.handling import PipelineContext
@@ -110,6 +110,7 @@ class Worker:
                 PipelineContext(config=self.config, templates=template_environment(self.config.templates_override()),
                                 clock=system_clock),
                 handlers=message_handlers(),
+                preparers=message_preparers(),
                 on_processed=lambda: self.tell(ACKNOWLEDGED),
                 sender_check=sender_check(self.config),
             )
