@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import email
 import fcntl
+import json
 import os
 import signal
 import smtplib
@@ -21,8 +22,7 @@ import pytest
 
 from conftest import letter, make_config, rows, send, wait_for
 from mailer.app.background import BackgroundService
-from mailer.app.pipeline_process import PipelineProcess
-from mailer.app.pipeline_worker import lock_path
+from mailer.app.pipeline_process import PipelineProcess, lock_path
 
 
 def worker_config(tmp_path: Path):
@@ -97,6 +97,28 @@ def test_the_listener_tells_the_worker_when_senders_are_connected(tmp_path):
 
 async def _flag_value(pipeline: PipelineProcess) -> int:
     return pipeline._flag[0]
+
+
+def test_mailer_status_says_whether_the_worker_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from configfile import write_config_file
+    from mailer.cli import main
+
+    config = worker_config(tmp_path)
+    config_file = write_config_file(config, tmp_path / "mailer.toml")
+
+    def status() -> dict:
+        result = CliRunner().invoke(main, ["--config", str(config_file), "status", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["pipeline"]
+
+    with BackgroundService(config) as running:
+        running.call(_wait_ready, running.service.pipeline)
+        assert status() == {"worker": "process", "worker_running": True}
+        human = CliRunner().invoke(main, ["--config", str(config_file), "status"]).output
+        assert "pipeline     worker process running" in human
+    assert status() == {"worker": "process", "worker_running": False}
 
 
 def test_a_killed_worker_is_restarted_and_every_letter_is_acknowledged_once(tmp_path):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import mmap
 import os
@@ -38,6 +39,7 @@ import pickle
 import struct
 import sys
 import tempfile
+from pathlib import Path
 from typing import Callable
 
 from mailer.config import Config
@@ -57,6 +59,31 @@ STEADY_SECONDS = 60.0
 #: Bytes from the worker on its stdout.
 READY = b"R"
 ACKNOWLEDGED = b"A"
+
+
+def lock_path(database: Path) -> Path:
+    """The file whose lock says a pipeline worker is working on ``database``."""
+    return database.with_name(database.name + ".pipeline-lock")
+
+
+def worker_running(database: Path) -> bool:
+    """Whether a pipeline worker holds ``database``'s lock now (for ``mailer status``).
+
+    It only looks: a missing lock file means no worker ever ran, and is not
+    created. Holding the lock for the look makes a starting worker wait a
+    moment, no more.
+    """
+    try:
+        handle = open(lock_path(database), "rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 class PipelineProcess:

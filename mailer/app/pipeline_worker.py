@@ -24,10 +24,9 @@ import pickle
 import signal
 import struct
 import sys
-from pathlib import Path
 
 from mailer import logs
-from mailer.app.pipeline_process import ACKNOWLEDGED, READY
+from mailer.app.pipeline_process import ACKNOWLEDGED, READY, lock_path
 from mailer.app.service import message_handlers, message_preparers, sender_check
 from mailer.clock import system_clock
 from mailer.config import Config
@@ -44,11 +43,6 @@ NICENESS = 10
 
 #: How often a worker waiting for another one's lock looks again.
 LOCK_POLL_SECONDS = 0.1
-
-
-def lock_path(database: Path) -> Path:
-    """The file whose lock says a pipeline worker is working on ``database``."""
-    return database.with_name(database.name + ".pipeline-lock")
 
 
 def read_config(fd: int) -> Config:

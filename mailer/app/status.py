@@ -21,6 +21,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from mailer.app.pipeline_process import worker_running
 from mailer.clock import Clock, iso
 from mailer.config import Config
 from mailer.newsletter import subscribers
@@ -154,4 +155,9 @@ def gather(config: Config, db: sqlite_utils.Database, *, clock: Clock, timeout: 
         "topics_feed": feed_facts(config, db),
         "subscribers": subscribers.counts(db),
         "database": database_size(config.storage.database),
+        # Where letters are filed and answered; with a worker process, whether one runs now.
+        "pipeline": {
+            "worker": config.pipeline.worker,
+            "worker_running": worker_running(config.storage.database) if config.pipeline.worker == "process" else None,
+        },
     }

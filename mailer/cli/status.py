@@ -73,6 +73,11 @@ def human_lines(data: dict, zone: dt.tzinfo) -> list[tuple[str, str]]:
                                 f"the oldest for {filing['oldest_age_seconds']:.0f} s"))
     else:
         lines.append(("filing", "every letter received is filed"))
+    pipeline = data["pipeline"]
+    if pipeline["worker"] == "thread":
+        lines.append(("pipeline", "in the service's process (pipeline.worker = \"thread\")"))
+    else:
+        lines.append(("pipeline", "worker process " + ("running" if pipeline["worker_running"] else "not running")))
     outbox_text = f"pending {box['pending']}, failed {box['failed']}"
     if box["next_attempt_at"]:
         outbox_text += f" (next attempt {_when(box['next_attempt_at'], zone)})"
