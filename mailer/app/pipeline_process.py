@@ -210,6 +210,10 @@ class PipelineProcess:
                 log.exception("cannot start the pipeline worker; trying again")
                 continue
             self.restarts += 1
+            if self._stopping.is_set() and self._proc.stdin is not None:
+                # stop() came while this one was being started, and did not
+                # see it: ask it to stop too, and wait for it in the loop.
+                self._proc.stdin.close()
 
     async def _read_worker(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
