@@ -4,6 +4,10 @@ Start order follows the data: the archive writer first (nothing may be
 accepted that cannot be stored), then the background workers, then the SMTP
 port. Stop order is the reverse: stop accepting, let letters in flight be
 committed, stop the workers, close the database.
+
+The pipeline (filing and answering letters) runs in a worker process of its
+own (``app/pipeline_process.py``) when ``[pipeline] worker = "process"`` and
+the service keeps the system's time; otherwise on this loop, as the rest.
 """
 
 from __future__ import annotations
