@@ -404,7 +404,7 @@ def _start_profiler(args, pid: int, out: Path) -> subprocess.Popen | None:
         return None
     spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     return subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--threads", "--nonblocking", "--rate", "250",
+        [spy, "record", "--pid", str(pid), "--subprocesses", "--threads", "--nonblocking", "--rate", "250",
          *(["--gil"] if args.profile == "py-spy-gil" else []),
          "--format", "raw", "-o", str(out / "mailer.pyspy.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

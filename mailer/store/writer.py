@@ -40,6 +40,10 @@ class DatabaseWriter:
         self._db: sqlite_utils.Database | None = None
         #: time.monotonic() when the batch being written began; None between batches.
         self._batch_started: float | None = None
+        #: Batches that found the write lock held by another connection (the
+        #: pipeline worker, a CLI command), and the longest such wait in seconds.
+        self.lock_waits = 0
+        self.longest_lock_wait = 0.0
 
     def busy_seconds(self) -> float:
         """How long the batch being written has held the write lock so far (0 when idle).
@@ -104,7 +108,9 @@ class DatabaseWriter:
         outcomes: list[tuple[concurrent.futures.Future, Any, BaseException | None]] = []
         try:
             db = self._connection()
+            asked = time.monotonic()
             db.execute("BEGIN IMMEDIATE")
+            self._note_lock_wait(time.monotonic() - asked)
             for future, fn, args in batch:
                 try:
                     with db.atomic():  # a savepoint: one bad job cannot spoil the batch
@@ -120,6 +126,13 @@ class DatabaseWriter:
             return
         for future, result, error in outcomes:
             _settle(future, result, error)
+
+    def _note_lock_wait(self, waited: float) -> None:
+        # Taking a free lock costs microseconds; a millisecond means another
+        # connection held it, and every letter of this batch waited with us.
+        if waited >= 0.001:
+            self.lock_waits += 1
+            self.longest_lock_wait = max(self.longest_lock_wait, waited)
 
     def _connection(self) -> sqlite_utils.Database:
         # After a failure (disk full, file made read-only) the connection is
@@ -138,6 +151,11 @@ class DatabaseWriter:
             self._db = None
 
     def _close(self) -> None:
+        if self.lock_waits:
+            log.info("the archive writer waited for the write lock %d times, the longest %.1f ms",
+                     self.lock_waits, self.longest_lock_wait * 1000,
+                     extra={"event": "writer_lock_waits", "waits": self.lock_waits,
+                            "longest_ms": round(self.longest_lock_wait * 1000, 1)})
         if self._db is not None:
             try:
                 # Fold the WAL back into the main file so a copied .db is complete.
