@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 
@@ -110,6 +111,7 @@ def warm_up() -> None:
     """Read the theme files and build their indexes now (~0.1 s), not on the first letter."""
     phrase_index()
     word_index()
+    _compiled()
 
 
 @functools.lru_cache(maxsize=1)
@@ -156,38 +158,75 @@ def word_index() -> dict[str, tuple[str, float]]:
     return index
 
 
+@functools.lru_cache(maxsize=1)
+def _compiled() -> tuple[dict, dict]:
+    """phrase_index() as theme_evidence reads it: phrases of several words by their first two
+    stems ({(first, second): ((length, {stems: owners}), ...)}, longest first), and one-word
+    phrases by their stem ({stem: owners})."""
+    longer: dict[tuple[str, str], dict[int, dict]] = {}
+    single: dict[str, tuple] = {}
+    for first, by_length in phrase_index().items():
+        for length, phrases in by_length.items():  # longest first
+            if length == 1:
+                single[first] = phrases[(first,)]
+                continue
+            for stems, owners in phrases.items():
+                longer.setdefault(stems[:2], {}).setdefault(length, {})[stems] = owners
+    return {pair: tuple(by_length.items()) for pair, by_length in longer.items()}, single
+
+
 def theme_evidence(stems: list[str]) -> dict[str, float]:
     """How much a text, as a list of stems, speaks of each theme.
 
     Each phrase found adds its weight; the same phrase found n times adds
-    1 + ln(n) times its weight, so a letter that says "tired" five times is
+    1 + ln n times its weight, so a letter that says "tired" five times is
     not five times as much about sleep. Phrases of one theme do not overlap:
     the longest phrase starting first wins.
     """
-    index = phrase_index()
+    longer, single = _compiled()
+    # Phrases of several words, found by a scan from the start. A one-word
+    # phrase ends where it starts, so it never hides a later phrase: which
+    # longer phrases are found does not depend on the one-word ones.
+    # {(phrase, theme): [position first found, times, weight, its place among the phrase's themes]}
     counts: dict[tuple[tuple[str, ...], str], list] = {}
+    # (stem, theme) -> positions where a longer phrase of the theme covers a one-word phrase of it
+    hidden: dict[tuple[str, str], list[int]] = {}
+    pairs = list(zip(stems, stems[1:]))
     covered: dict[str, int] = {}  # theme -> first position after its last phrase found
-    for position, stem in enumerate(stems):
-        by_length = index.get(stem)
-        if not by_length:
-            continue
-        for length, phrases in by_length.items():
+    for position in [i for i, pair in enumerate(pairs) if pair in longer]:
+        for length, phrases in longer[pairs[position]]:  # longest first
             key = tuple(stems[position:position + length])
-            for theme_id, weight in phrases.get(key, ()):
-                # "paid the bills" is one phrase, not also "the bills" and "bills".
+            for place, (theme_id, weight) in enumerate(phrases.get(key, ())):
                 if covered.get(theme_id, 0) <= position:
                     covered[theme_id] = position + length
-                    entry = counts.setdefault((key, theme_id), [0, weight])
-                    entry[0] += 1
+                    entry = counts.setdefault((key, theme_id), [position, 0, weight, place])
+                    entry[1] += 1
+                    for inside in range(position, position + length):
+                        if any(owner == theme_id for owner, _ in single.get(stems[inside], ())):
+                            hidden.setdefault((stems[inside], theme_id), []).append(inside)
+    found_longer = bool(counts)
+    tally = Counter(stems)
+    for stem in [stem for stem in tally if stem in single]:  # in order of first use
+        for place, (theme_id, weight) in enumerate(single[stem]):
+            skipped = hidden.get((stem, theme_id), ())
+            if tally[stem] > len(skipped):
+                where = -1
+                if found_longer:
+                    where = stems.index(stem)
+                    while where in skipped:
+                        where = stems.index(stem, where + 1)
+                counts[((stem,), theme_id)] = [where, tally[stem] - len(skipped), weight, place]
+    entries = counts.items()
+    if found_longer:
+        # The order a scan from the start finds them in (at one place, the
+        # longer phrase first), so that the sums are the same to the last bit.
+        entries = sorted(entries, key=lambda item: (item[1][0], -len(item[0][0]), item[1][3]))
     evidence: dict[str, float] = {}
-    for (_, theme_id), (n, weight) in counts.items():
+    for (_, theme_id), (_, n, weight, _) in entries:
         evidence[theme_id] = evidence.get(theme_id, 0.0) + weight * (1.0 + math.log(n))
     if WORD_WEIGHT:
-        words = word_index()
-        for stem in set(stems):
-            found = words.get(stem)
-            if found:
-                evidence[found[0]] = evidence.get(found[0], 0.0) + WORD_WEIGHT * found[1]
+        for theme_id, share in filter(None, map(word_index().get, set(stems))):
+            evidence[theme_id] = evidence.get(theme_id, 0.0) + WORD_WEIGHT * share
     return evidence
 
 
