@@ -26,6 +26,7 @@ import re
 import tomllib
 import unicodedata
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 
@@ -34,6 +35,7 @@ import sqlite_utils
 from mailer.topics import examples as labelled
 from mailer.topics.stemmer import STOP_WORDS, WORD, _stem
 from mailer.topics.themes import theme_evidence, topic_profile
+from mailer.topics.wordindex import WordIndex
 
 #: Below this score nothing fits a letter, and it gets the starters
 #: (calibrated on the development letters, see docs/relevance.md).
@@ -185,12 +187,13 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
     model = _catalog(db)
     if not model.topics:
         return []
-    words = _letter_words(subject, text)
+    body = _letter_body(text or "")
+    words = _letter_words(subject, text, body)
     subject_stems, body_stems = words[0][1], words[1][1]
-    scores = _word_scores(db, _letter_terms(subject, text, words))
+    scores = _word_scores(model, _letter_terms(subject, text, words))
     evidence = letter_themes(subject_stems, body_stems)
     asked = dict(evidence)
-    for theme_id, value in theme_evidence(_question_stems(text)).items():
+    for theme_id, value in theme_evidence(_question_stems(text, body)).items():
         asked[theme_id] = asked.get(theme_id, 0.0) + QUESTION_WEIGHT * value
     for theme_id, value in asked.items():
         damped = THEME_WEIGHT * math.log(1.0 + value) * model.theme_idf.get(theme_id, 1.0)
@@ -215,22 +218,28 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
     return matches
 
 
-def _word_scores(db: sqlite_utils.Database, terms) -> dict[str, float]:
-    """{slug: bm25 in units of one rare word} for the topics sharing informative words."""
-    total, frequencies = _vocabulary(db)
-    query = _query(terms, total, frequencies)
-    if not query:
+def _word_scores(model: "_Catalog", terms) -> dict[str, float]:
+    """{slug: bm25 in units of one rare word} for the topics sharing informative words.
+
+    The bm25 of FTS5 over title, keywords and summary (COLUMN_WEIGHTS), for
+    the query _query chooses, computed on the catalog's index held in
+    memory (``wordindex.py``): the same scores and the same CANDIDATES best
+    topics as ``bm25(topics_fts, ...)`` in SQL, without a query per letter.
+    """
+    total = len(model.topics)
+    phrases = _query(terms, total, model.words.frequencies)
+    if not phrases:
         return {}
-    rows = db.execute(
-        "WITH hits AS (SELECT rowid, bm25(topics_fts, ?, ?, ?) AS rank FROM topics_fts "
-        "WHERE topics_fts MATCH ? ORDER BY rank LIMIT ?) "
-        "SELECT t.slug, hits.rank FROM hits JOIN topics t ON t.rowid = hits.rowid",
-        [*COLUMN_WEIGHTS, query, CANDIDATES],
-    ).fetchall()
     # The most bm25 gives one word found in a single topic: scores are in
     # units of that, so they read the same for a catalog of 20 or 5,000.
     unit = _idf(total, 1) * (_BM25_K1 + 1)
-    return {slug: -rank / unit for slug, rank in rows}
+    scores = {}
+    for rowid, score in model.words.best(phrases, COLUMN_WEIGHTS, CANDIDATES):
+        slug = model.slugs.get(rowid)
+        if slug is not None:  # as the join with topics would drop it
+            rank = -1.0 * score  # what bm25() returns
+            scores[slug] = -rank / unit
+    return scores
 
 
 def letter_stems(subject: str, text: str) -> tuple[list[str], list[str]]:
@@ -239,21 +248,32 @@ def letter_stems(subject: str, text: str) -> tuple[list[str], list[str]]:
     return subject_stems, body_stems
 
 
-def _letter_words(subject: str, text: str) -> tuple[tuple[list[str], list[str]], ...]:
-    """((words, stems) of the subject, (words, stems) of the reader's own words in the body)."""
+def _letter_words(subject: str, text: str, body: str | None = None) -> tuple[tuple[list[str], list[str]], ...]:
+    """((words, stems) of the subject, (words, stems) of the reader's own words in the body).
+
+    ``body`` is _letter_body(text), if already taken.
+    """
     taken = []
-    for words in (_tokens(subject or ""), _tokens(_letter_body(text or ""))):
-        taken.append((words, [_stem(w) for w in words]))
+    for words in (_tokens(subject or ""), _tokens(_letter_body(text or "") if body is None else body)):
+        taken.append((words, list(map(_stem, words))))
     return tuple(taken)
 
 
-_QUESTION = re.compile(r"[^.?!\n]*\?")
+# A sentence ending in "?": it starts after the previous sentence's end (or
+# at the start), so a sentence that is not a question is read once, not
+# retried from each of its characters.
+_QUESTION = re.compile(r"(?<![^.?!\n])[^.?!\n]*\?")
 
 
-def _question_stems(text: str) -> list[str]:
-    """The stems of the sentences in the reader's own words that end in a question mark."""
-    return [_stem(w) for question in _QUESTION.findall(_letter_body(text or ""))
-            for w in _tokens(question)]
+def _question_stems(text: str, body: str | None = None) -> list[str]:
+    """The stems of the sentences in the reader's own words that end in a question mark.
+
+    ``body`` is _letter_body(text), if already taken.
+    """
+    body = _letter_body(text or "") if body is None else body
+    if "?" not in body:
+        return []
+    return [_stem(w) for question in _QUESTION.findall(body) for w in _tokens(question)]
 
 
 def letter_themes(subject_stems: list[str], body_stems: list[str]) -> dict[str, float]:
@@ -266,11 +286,8 @@ def letter_themes(subject_stems: list[str], body_stems: list[str]) -> dict[str, 
 
 def _features(stems: list[str], evidence: dict[str, float]) -> dict[str, float]:
     """A letter for the neighbours' vote: its content stems (damped counts) and its themes."""
-    counts: dict[str, int] = {}
-    for stem in stems:
-        if len(stem) > 2 and stem not in STOP_WORDS and not stem.isdigit():
-            counts[stem] = counts.get(stem, 0) + 1
-    features = {stem: _damped(n) for stem, n in counts.items()}
+    features = {stem: _damped(n) for stem, n in Counter(stems).items()
+                if len(stem) > 2 and stem not in STOP_WORDS and not stem.isdigit()}
     for theme_id, value in evidence.items():
         features["theme:" + theme_id] = 2.0 * math.log(1.0 + value)
     return features
@@ -293,6 +310,10 @@ class _Catalog:
     starters: frozenset[str] = frozenset()
     #: theme id -> how much its evidence counts for being shared by few topics (THEME_IDF_POWER)
     theme_idf: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: the index of title, keywords and summary, for bm25
+    words: WordIndex | None = None
+    #: rowid -> slug
+    slugs: dict[int, str] = dataclasses.field(default_factory=dict)
     _vote: tuple | None = None
 
     def vote(self, db: sqlite_utils.Database) -> labelled.NeighbourVote:
@@ -316,9 +337,11 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
         return cached[1]
     topics: dict[str, tuple] = {}
     by_theme: dict[str, list[tuple[str, float]]] = {}
-    for slug, title, url, summary, keywords, starter, body, chosen in db.execute(
-        "SELECT slug, title, url, summary, keywords, starter, body, themes FROM topics"
+    slugs: dict[int, str] = {}
+    for rowid, slug, title, url, summary, keywords, starter, body, chosen in db.execute(
+        "SELECT rowid, slug, title, url, summary, keywords, starter, body, themes FROM topics"
     ):
+        slugs[rowid] = slug
         fields = {
             "title": [_stem(w) for w in _tokens(title)],
             "keywords": [_stem(w) for w in _tokens(" , ".join(json.loads(keywords or "[]")))],
@@ -344,7 +367,11 @@ def _catalog(db: sqlite_utils.Database) -> _Catalog:
     # where every theme has many topics, themes keep their weight against words.
     rarest = max(idf.values(), default=1.0)
     theme_idf = {t: (value / rarest) ** THEME_IDF_POWER for t, value in idf.items()}
-    model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]), theme_idf)
+    words = WordIndex.read(db)
+    model = _Catalog(topics, by_theme, frozenset(s for s, info in topics.items() if info[3]), theme_idf,
+                     words=words, slugs=slugs)
+    # Reading the index flushes pending writes to it, so read the marker after.
+    marker = db.execute("SELECT block FROM topics_fts_data WHERE id = 10").fetchone()
     if marker is not None:
         _CATALOGS[db] = (marker[0], model)
     return model
@@ -355,8 +382,8 @@ def topic_themes(db: sqlite_utils.Database) -> dict[str, dict[str, float]]:
     return {slug: dict(info[4]) for slug, info in _catalog(db).topics.items()}
 
 
-def _query(terms, total: int, frequencies: dict[str, int]) -> str:
-    """The FTS5 query for a letter's weighted terms.
+def _query(terms, total: int, frequencies: dict[str, int]) -> list[tuple[str, ...]]:
+    """The phrases (as stems) of the query for a letter's weighted terms, in order.
 
     Terms the catalog does not contain are dropped; the rest are taken in
     order of weight x idf while they fit in MAX_QUERY_TERMS and MAX_POSTINGS
@@ -366,21 +393,22 @@ def _query(terms, total: int, frequencies: dict[str, int]) -> str:
     candidates = []
     for phrase, stems, weight in terms:
         # A phrase is in at most as many topics as its rarest word.
-        df = min(frequencies.get(stem, 0) for stem in stems)
+        df = frequencies.get(stems[0], 0) if len(stems) == 1 else min(
+            frequencies.get(stem, 0) for stem in stems)
         if df:
-            candidates.append((weight * _idf(total, df), phrase, weight, df))
+            candidates.append((weight * _idf(total, df), phrase, weight, df, stems))
     candidates.sort(key=lambda c: (-c[0], c[1]))
-    parts: list[str] = []
+    parts: list[tuple[str, ...]] = []
     postings = used = 0
-    for _, phrase, weight, df in candidates:
+    for _, phrase, weight, df, stems in candidates:
         if used >= MAX_QUERY_TERMS:
             break
         if postings + df > MAX_POSTINGS:
             continue
-        parts.extend([f'"{phrase}"'] * max(1, min(MAX_REPEAT, round(weight))))
+        parts.extend([stems] * max(1, min(MAX_REPEAT, round(weight))))
         postings += df
         used += 1
-    return " OR ".join(parts)
+    return parts
 
 
 def _idf(total: int, df: int) -> float:
@@ -389,36 +417,8 @@ def _idf(total: int, df: int) -> float:
     return idf if idf > 0 else 1e-6
 
 
-_VOCABULARIES: "weakref.WeakKeyDictionary[sqlite_utils.Database, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _vocabulary(db: sqlite_utils.Database) -> tuple[int, dict[str, int]]:
-    """How many topics there are, and in how many each stem appears.
-
-    Read once from the index (fts5vocab) and kept per database handle until
-    the index's structure record changes, which every committed write to it
-    does; import_topics also drops it, for writes still inside a transaction.
-    """
-    marker = db.execute("SELECT block FROM topics_fts_data WHERE id = 10").fetchone()
-    cached = _VOCABULARIES.get(db)
-    if cached is not None and marker is not None and cached[0] == marker[0]:
-        return cached[1], cached[2]
-    db.execute(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.topics_fts_vocab "
-        "USING fts5vocab(main, topics_fts, row)"
-    )
-    frequencies = dict(db.execute("SELECT term, doc FROM temp.topics_fts_vocab").fetchall())
-    total = db.execute("SELECT count(*) FROM topics").fetchone()[0]
-    # Reading the vocabulary flushes pending index writes, so read the marker after.
-    marker = db.execute("SELECT block FROM topics_fts_data WHERE id = 10").fetchone()
-    if marker is not None:
-        _VOCABULARIES[db] = (marker[0], total, frequencies)
-    return total, frequencies
-
-
 def forget_vocabulary(db: sqlite_utils.Database) -> None:
     """Drop what is cached about the catalog of ``db``: the catalog is about to change."""
-    _VOCABULARIES.pop(db, None)
     _CATALOGS.pop(db, None)
 
 
