@@ -452,13 +452,20 @@ def _letter_terms(subject: str, text: str, words=None) -> list[tuple[str, tuple[
             stem = stems[index]
             if len(word) > 1 and word not in STOP_WORDS and not word.isdigit():
                 key = (stem,)
-                surface.setdefault(key, word)
-                _count(direct, key, is_subject)
-            for reader, targets in synonyms.get(stem, ()):
-                if len(reader) == 1 or tuple(stems[index:index + len(reader)]) == reader:
-                    for phrase, key in targets:
-                        surface.setdefault(key, phrase)
-                        _count(added, key, is_subject)
+                entry = direct.get(key)
+                if entry is None:
+                    surface.setdefault(key, word)
+                    entry = direct[key] = [0, False]
+                if is_subject:
+                    entry[1] = True
+                else:
+                    entry[0] += 1
+            if stem in synonyms:
+                for reader, targets in synonyms[stem]:
+                    if len(reader) == 1 or tuple(stems[index:index + len(reader)]) == reader:
+                        for phrase, key in targets:
+                            surface.setdefault(key, phrase)
+                            _count(added, key, is_subject)
     terms = []
     for key, phrase in surface.items():
         weight = _weight(direct.get(key)) + SYNONYM_WEIGHT * _weight(added.get(key))
