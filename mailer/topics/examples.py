@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -140,11 +141,22 @@ class NeighbourVote:
         # A feature no labelled letter has is as rare as can be (it weighs in
         # the letter's length, not in any likeness).
         rarest = math.log(1 + len(self.labels))
-        query = _unit({k: v * self.idf.get(k, rarest) for k, v in letter.items()})
+        idf = self.idf
+        weighted = {k: v * idf.get(k, rarest) for k, v in letter.items()}
+        # The letter as a unit vector (as _unit makes it), taken only where a
+        # labelled letter shares the feature: the rest adds nothing.
+        values = list(weighted.values())
+        norm = math.sqrt(sum(map(operator.mul, values, values)))
+        if not norm:
+            return {}
         similarity: dict[int, float] = {}
-        for key, weight in query.items():
-            for number, other in self.postings.get(key, ()):
-                similarity[number] = similarity.get(number, 0.0) + weight * other
+        postings = self.postings
+        for key, value in weighted.items():
+            found = postings.get(key)
+            if found:
+                weight = value / norm
+                for number, other in found:
+                    similarity[number] = similarity.get(number, 0.0) + weight * other
         nearest = heapq.nlargest(NEIGHBOURS, ((v, n) for n, v in similarity.items() if v >= MIN_SIMILARITY))
         votes: dict[str, float] = {}
         for value, number in nearest:

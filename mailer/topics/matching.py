@@ -28,6 +28,7 @@ import unicodedata
 import weakref
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 from importlib import resources
 
 import sqlite_utils
@@ -112,7 +113,8 @@ def match_topics(
     evidence (words, themes or labelled letters), ranked. May be empty.
     """
     threshold = MIN_SCORE if min_score is None else min_score
-    return [m for m in _ranked(db, subject, text, keep=max(limit, CANDIDATES)) if m.score >= threshold][:limit]
+    return [TopicMatch(*m) for m in _ranked(db, subject, text, keep=max(limit, CANDIDATES))
+            if m.score >= threshold][:limit]
 
 
 def topics_for_letter(
@@ -136,14 +138,14 @@ def topics_for_letter(
     ranked = _ranked(db, subject, text)
     best = ranked[0].score if ranked else 0.0
     # The floor says whether anything fits; the others fit relative to the best.
-    chosen = ([m for m in ranked if m.score >= RELATIVE_FIT * best][:limit]
+    chosen = ([TopicMatch(*m) for m in ranked if m.score >= RELATIVE_FIT * best][:limit]
               if best >= MIN_SCORE else [])
     fell_back = not chosen
     if urgent:
         # A reader in crisis gets the column's pieces on how they feel, not
         # its welcome pieces, even where a starter matched.
         chosen = [m for m in chosen if not m.starter]
-        chosen += _urgent_topics(db, ranked, {m.slug for m in chosen})[: limit - len(chosen)]
+        chosen += _urgent_topics(db, ranked, {m.slug for m in chosen}, limit - len(chosen))
     if fell_back and len(chosen) < limit:
         scores = {m.slug: m.score for m in ranked}
         taken = {m.slug for m in chosen}
@@ -157,8 +159,9 @@ def topics_for_letter(
     return chosen, fell_back and not any(not m.starter for m in chosen)
 
 
-def _urgent_topics(db: sqlite_utils.Database, ranked: list[TopicMatch], taken: set[str]) -> list[TopicMatch]:
-    """The catalog's topics on URGENT_THEMES, not yet taken: best for this letter first."""
+def _urgent_topics(db: sqlite_utils.Database, ranked: list["_Ranked"], taken: set[str],
+                   limit: int) -> list[TopicMatch]:
+    """The first ``limit`` of the catalog's topics on URGENT_THEMES, not yet taken: best for this letter first."""
     model = _catalog(db)
     scores = {m.slug: m.score for m in ranked}
     weight: dict[str, float] = {}
@@ -169,13 +172,24 @@ def _urgent_topics(db: sqlite_utils.Database, ranked: list[TopicMatch], taken: s
     order = sorted((s for s in weight if s not in taken),
                    key=lambda s: (-scores.get(s, 0.0), -weight[s], s))
     found = []
-    for slug in order:
+    for slug in order[:max(limit, 0)]:
         title, url, summary, starter = model.topics[slug][:4]
         found.append(TopicMatch(slug, title, url, summary, scores.get(slug, 0.0), bool(starter)))
     return found
 
 
-def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CANDIDATES) -> list[TopicMatch]:
+class _Ranked(NamedTuple):
+    """A topic's fields and score as _ranked gives them (a TopicMatch costs more to make)."""
+
+    slug: str
+    title: str
+    url: str
+    summary: str
+    score: float
+    starter: bool
+
+
+def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CANDIDATES) -> list[_Ranked]:
     """The ``keep`` topics with the most evidence for the letter, best first, with their scores.
 
     score = bm25 words + THEME_WEIGHT x sum over themes of (ln(1 + the
@@ -214,7 +228,7 @@ def _ranked(db: sqlite_utils.Database, subject: str, text: str, keep: int = CAND
         if slug not in model.topics:  # imported since the catalog was read
             continue
         title, url, summary, starter = model.topics[slug][:4]
-        matches.append(TopicMatch(slug, title, url, summary, round(scores[slug], 3), starter))
+        matches.append(_Ranked(slug, title, url, summary, round(scores[slug], 3), starter))
     return matches
 
 
@@ -286,7 +300,8 @@ def letter_themes(subject_stems: list[str], body_stems: list[str]) -> dict[str, 
 
 def _features(stems: list[str], evidence: dict[str, float]) -> dict[str, float]:
     """A letter for the neighbours' vote: its content stems (damped counts) and its themes."""
-    features = {stem: _damped(n) for stem, n in Counter(stems).items()
+    # 1 + ln n is _damped(n) for the n >= 1 a Counter holds.
+    features = {stem: 1.0 + math.log(n) for stem, n in Counter(stems).items()
                 if len(stem) > 2 and stem not in STOP_WORDS and not stem.isdigit()}
     for theme_id, value in evidence.items():
         features["theme:" + theme_id] = 2.0 * math.log(1.0 + value)
@@ -390,14 +405,19 @@ def _query(terms, total: int, frequencies: dict[str, int]) -> list[tuple[str, ..
     (the number of topic rows bm25 has to score, which is what costs time).
     A term repeats as often as it weighs, because bm25 sums over phrases.
     """
+    idf_of = _idfs(total)
     candidates = []
     for phrase, stems, weight in terms:
         # A phrase is in at most as many topics as its rarest word.
         df = frequencies.get(stems[0], 0) if len(stems) == 1 else min(
             frequencies.get(stem, 0) for stem in stems)
         if df:
-            candidates.append((weight * _idf(total, df), phrase, weight, df, stems))
-    candidates.sort(key=lambda c: (-c[0], c[1]))
+            idf = idf_of.get(df)
+            if idf is None:
+                idf = idf_of[df] = _idf(total, df)
+            # Best first, then by phrase: phrases differ, so the rest is never compared.
+            candidates.append((-(weight * idf), phrase, weight, df, stems))
+    candidates.sort()
     parts: list[tuple[str, ...]] = []
     postings = used = 0
     for _, phrase, weight, df, stems in candidates:
@@ -409,6 +429,12 @@ def _query(terms, total: int, frequencies: dict[str, int]) -> list[tuple[str, ..
         postings += df
         used += 1
     return parts
+
+
+@functools.lru_cache(maxsize=4)
+def _idfs(total: int) -> dict[int, float]:
+    """{rows holding a term: its idf} for a catalog of ``total`` topics, filled as asked."""
+    return {}
 
 
 def _idf(total: int, df: int) -> float:
