@@ -539,13 +539,17 @@ def _letter_body(text: str) -> str:
     quote would only match them again.
     """
     kept: list[str] = []
+    started = False  # a line with words kept: greetings come before
     for line in text[:MAX_LETTER_CHARS].splitlines():
-        if line.rstrip() == "--" or _QUOTE_HEADER.match(line):
+        # A quote header has "wrote:" or a row of dashes: only such a line is matched.
+        if line.rstrip() == "--" or (("-" in line or ":" in line) and _QUOTE_HEADER.match(line)):
             break
         if line.lstrip().startswith(">"):
             continue
-        if not any(k.strip() for k in kept) and _GREETING.match(line):
-            continue
+        if not started:
+            if _GREETING.match(line):
+                continue
+            started = bool(line.strip())
         kept.append(line)
     return "\n".join(kept)
 
