@@ -149,15 +149,15 @@ class NeighbourVote:
         norm = math.sqrt(sum(map(operator.mul, values, values)))
         if not norm:
             return {}
-        similarity: dict[int, float] = {}
+        similarity = [0.0] * len(self.labels)
         postings = self.postings
         for key, value in weighted.items():
             found = postings.get(key)
             if found:
                 weight = value / norm
                 for number, other in found:
-                    similarity[number] = similarity.get(number, 0.0) + weight * other
-        nearest = heapq.nlargest(NEIGHBOURS, ((v, n) for n, v in similarity.items() if v >= MIN_SIMILARITY))
+                    similarity[number] += weight * other
+        nearest = heapq.nlargest(NEIGHBOURS, ((v, n) for n, v in enumerate(similarity) if v >= MIN_SIMILARITY))
         votes: dict[str, float] = {}
         for value, number in nearest:
             for slug in self.labels[number]:

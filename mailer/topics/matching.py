@@ -469,19 +469,19 @@ def _letter_terms(subject: str, text: str, words=None) -> list[tuple[str, tuple[
     synonyms = _synonyms()
     surface: dict[tuple[str, ...], str] = {}
     # Per term: [uses in the body, in the subject?] for the reader's own words
-    # and, separately, for the column's words the synonyms file added.
-    direct: dict[tuple[str, ...], list] = {}
+    # (by stem: a string hashes once, a tuple every time) and, separately, for
+    # the column's words the synonyms file added.
+    direct: dict[str, list] = {}
     added: dict[tuple[str, ...], list] = {}
     (subject_words, subject_stems), (body_words, body_stems) = words or _letter_words(subject, text)
     for words, stems, is_subject in ((subject_words, subject_stems, True), (body_words, body_stems, False)):
         for index, word in enumerate(words):
             stem = stems[index]
             if len(word) > 1 and word not in STOP_WORDS and not word.isdigit():
-                key = (stem,)
-                entry = direct.get(key)
+                entry = direct.get(stem)
                 if entry is None:
-                    surface.setdefault(key, word)
-                    entry = direct[key] = [0, False]
+                    surface.setdefault((stem,), word)
+                    entry = direct[stem] = [0, False]
                 if is_subject:
                     entry[1] = True
                 else:
@@ -493,8 +493,15 @@ def _letter_terms(subject: str, text: str, words=None) -> list[tuple[str, tuple[
                             surface.setdefault(key, phrase)
                             _count(added, key, is_subject)
     terms = []
+    log = math.log
     for key, phrase in surface.items():
-        weight = _weight(direct.get(key)) + SYNONYM_WEIGHT * _weight(added.get(key))
+        # _weight(direct) + SYNONYM_WEIGHT * _weight(added), written out.
+        mine = direct.get(key[0]) if len(key) == 1 else None
+        weight = 0.0 if mine is None else (
+            (0.0 if mine[0] <= 0 else 1.0 + log(mine[0])) + (SUBJECT_WEIGHT if mine[1] else 0.0))
+        theirs = added.get(key)
+        weight = weight + SYNONYM_WEIGHT * (0.0 if theirs is None else (
+            (0.0 if theirs[0] <= 0 else 1.0 + log(theirs[0])) + (SUBJECT_WEIGHT if theirs[1] else 0.0)))
         terms.append((phrase, key, weight))
     return terms
 
