@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from dataclasses import dataclass, field
 
 import sqlite_utils
@@ -35,20 +36,21 @@ COLUMNS = ("title", "keywords_text", "summary")
 
 @dataclass
 class WordIndex:
-    """The terms of topics_fts with where they occur, and what bm25 needs of the table."""
+    """The terms of topics_fts with the rows holding them, and what bm25 needs of the table."""
 
-    #: rows in the index (N) and their tokens (T)
+    #: rows in the index (N) and their tokens (T), from its averages record
     rows: int
     tokens: int
     #: rowid -> tokens in the row, all columns (D)
     sizes: dict[int, int]
-    #: term -> {rowid: [occurrences per column]}, rowids ascending
-    postings: dict[str, dict[int, list[int]]]
-    #: term -> the rows holding it
+    #: term -> the rowids holding it, ascending
+    postings: dict[str, tuple[int, ...]]
+    #: term -> how many rows hold it
     frequencies: dict[str, int]
-    #: rowid -> the terms of each column, in order (for phrases of several words)
+    #: rowid -> the terms of each indexed column, in order
     texts: dict[int, tuple[tuple[str, ...], ...]]
-    #: (phrase, column weights) -> what it adds per row, filled as letters ask
+    #: (phrase, column weights) -> (rowids, what the phrase adds to each row's bm25),
+    #: filled as letters ask (a query never holds a term of more than MAX_POSTINGS rows)
     _cache: dict = field(default_factory=dict)
 
     @classmethod
@@ -57,17 +59,21 @@ class WordIndex:
         db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.topics_fts_instances "
                    "USING fts5vocab(main, topics_fts, instance)")
         column_number = {name: number for number, name in enumerate(COLUMNS)}
-        postings: dict[str, dict[int, list[int]]] = {}
-        placed: dict[int, list[dict[int, str]]] = {}
+        # One object per term and per rowid, shared by every place that holds it.
+        terms: dict[str, str] = {}
+        rowids: dict[int, int] = {}
+        postings: dict[str, list[int]] = {}
+        placed: dict[int, list[list[tuple[int, str]]]] = {}
         for term, rowid, column, offset in db.execute(
             "SELECT term, doc, col, offset FROM temp.topics_fts_instances"
         ):
-            number = column_number[column]
-            counts = postings.setdefault(term, {}).setdefault(rowid, [0] * len(COLUMNS))
-            counts[number] += 1
-            placed.setdefault(rowid, [{} for _ in COLUMNS])[number][offset] = term
-        postings = {term: dict(sorted(by_row.items())) for term, by_row in postings.items()}
-        texts = {rowid: tuple(tuple(column[i] for i in sorted(column)) for column in columns)
+            term = terms.setdefault(term, term)
+            rowid = rowids.setdefault(rowid, rowid)
+            rows = postings.setdefault(term, [])
+            if not rows or rows[-1] != rowid:
+                rows.append(rowid)
+            placed.setdefault(rowid, [[] for _ in COLUMNS])[column_number[column]].append((offset, term))
+        texts = {rowid: tuple(tuple(term for _, term in sorted(column)) for column in columns)
                  for rowid, columns in placed.items()}
         sizes = {rowid: sum(_varints(blob)) for rowid, blob in
                  db.execute("SELECT id, sz FROM topics_fts_docsize")}
@@ -75,8 +81,9 @@ class WordIndex:
         averages = db.execute("SELECT block FROM topics_fts_data WHERE id = 1").fetchone()
         counts = _varints(averages[0]) if averages and averages[0] else [0]
         return cls(
-            rows=counts[0], tokens=sum(counts[1:]), sizes=sizes, postings=postings,
-            frequencies={term: len(by_row) for term, by_row in postings.items()}, texts=texts,
+            rows=counts[0], tokens=sum(counts[1:]), sizes=sizes,
+            postings={term: tuple(sorted(set(rows))) for term, rows in postings.items()},
+            frequencies={term: len(set(rows)) for term, rows in postings.items()}, texts=texts,
         )
 
     def best(self, phrases: list[tuple[str, ...]], weights: tuple[float, ...],
@@ -92,45 +99,40 @@ class WordIndex:
         scores: dict[int, float] = {}
         for phrase in phrases:
             # Added phrase by phrase, as FTS5 does: the same sum in the same order.
-            for rowid, term in self._terms(phrase, weights):
+            rowids, terms = self._terms(phrase, weights)
+            for rowid, term in zip(rowids, terms):
                 scores[rowid] = scores.get(rowid, 0.0) + term
         return heapq.nsmallest(limit, scores.items(), key=lambda item: (-item[1], item[0]))
 
-    def _terms(self, phrase: tuple[str, ...], weights: tuple[float, ...]) -> list[tuple[int, float]]:
-        """[(rowid, what the phrase adds to the row's bm25)], rowids ascending; kept per phrase."""
+    def _terms(self, phrase: tuple[str, ...], weights: tuple[float, ...]) -> tuple[tuple[int, ...], array]:
+        """(rowids ascending, what the phrase adds to each one's bm25), kept per phrase."""
         key = (phrase, weights)
         found = self._cache.get(key)
         if found is not None:
             return found
-        if len(phrase) == 1:
-            frequencies = []
-            for rowid, counts in self.postings.get(phrase[0], {}).items():
-                freq = 0.0
-                for column, n in enumerate(counts):
-                    for _ in range(n):  # one instance at a time, as FTS5 adds them
-                        freq += weights[column]
+        size = len(phrase)
+        rarest = min(phrase, key=lambda term: self.frequencies.get(term, 0))
+        frequencies = []
+        for rowid in self.postings.get(rarest, ()):
+            freq = 0.0
+            for column, terms in enumerate(self.texts[rowid]):
+                # One instance at a time, as FTS5 adds them.
+                instances = terms.count(phrase[0]) if size == 1 else sum(
+                    terms[start:start + size] == phrase for start in range(len(terms) - size + 1))
+                for _ in range(instances):
+                    freq += weights[column]
+            if freq:
                 frequencies.append((rowid, freq))
-        else:
-            frequencies = []
-            rarest = min(phrase, key=lambda term: self.frequencies.get(term, 0))
-            for rowid in self.postings.get(rarest, {}):
-                freq = 0.0
-                for column, terms in enumerate(self.texts[rowid]):
-                    for start in range(len(terms) - len(phrase) + 1):
-                        if terms[start:start + len(phrase)] == phrase:
-                            freq += weights[column]
-                if freq:
-                    frequencies.append((rowid, freq))
         hits = len(frequencies)
         idf = math.log((self.rows - hits + 0.5) / (hits + 0.5))
         if idf <= 0.0:
             idf = 1e-6
         avgdl = self.tokens / self.rows
-        found = []
+        added = array("d")
         for rowid, freq in frequencies:
             D = float(self.sizes.get(rowid, 0))
-            found.append((rowid, idf * ((freq * (K1 + 1.0)) / (freq + K1 * (1 - B + B * D / avgdl)))))
-        self._cache[key] = found
+            added.append(idf * ((freq * (K1 + 1.0)) / (freq + K1 * (1 - B + B * D / avgdl))))
+        found = self._cache[key] = (tuple(rowid for rowid, _ in frequencies), added)
         return found
 
 
