@@ -161,7 +161,7 @@ def topics_for_letter(
 
 def _urgent_topics(db: sqlite_utils.Database, ranked: list["_Ranked"], taken: set[str],
                    limit: int) -> list[TopicMatch]:
-    """The first ``limit`` of the catalog's topics on URGENT_THEMES, not yet taken: best for this letter first."""
+    """The first ``limit`` of the catalog's topics on URGENT_THEMES not yet taken, best for this letter first."""
     model = _catalog(db)
     scores = {m.slug: m.score for m in ranked}
     weight: dict[str, float] = {}
