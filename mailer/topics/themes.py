@@ -206,13 +206,15 @@ def theme_evidence(stems: list[str]) -> dict[str, float]:
                             hidden.setdefault((stems[inside], theme_id), []).append(inside)
     found_longer = bool(counts)
     tally = Counter(stems)
+    # Where each stem is first used: needed only to put one-word phrases among longer ones.
+    first = dict(zip(reversed(stems), range(len(stems) - 1, -1, -1))) if found_longer else {}
     for stem in [stem for stem in tally if stem in single]:  # in order of first use
         for place, (theme_id, weight) in enumerate(single[stem]):
             skipped = hidden.get((stem, theme_id), ())
             if tally[stem] > len(skipped):
                 where = -1
                 if found_longer:
-                    where = stems.index(stem)
+                    where = first[stem]
                     while where in skipped:
                         where = stems.index(stem, where + 1)
                 counts[((stem,), theme_id)] = [where, tally[stem] - len(skipped), weight, place]
