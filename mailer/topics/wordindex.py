@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 
 import sqlite_utils
@@ -41,16 +42,17 @@ class WordIndex:
     #: rows in the index (N) and their tokens (T), from its averages record
     rows: int
     tokens: int
-    #: rowid -> tokens in the row, all columns (D)
-    sizes: dict[int, int]
-    #: term -> the rowids holding it, ascending
-    postings: dict[str, tuple[int, ...]]
+    #: rowid -> k1 * (1 - b + b * D / avgdl), the part of bm25 that depends on the row's length D
+    lengths: dict[int, float]
+    #: term -> (the rowids holding it, ascending; its instances in each column of
+    #: each of those rows, one row after the other)
+    postings: dict[str, tuple[tuple[int, ...], array]]
     #: term -> how many rows hold it
     frequencies: dict[str, int]
-    #: rowid -> the terms of each indexed column, in order
+    #: rowid -> the terms of each indexed column, in order (for phrases of several words)
     texts: dict[int, tuple[tuple[str, ...], ...]]
     #: (phrase, column weights) -> (rowids, what the phrase adds to each row's bm25),
-    #: filled as letters ask (a query never holds a term of more than MAX_POSTINGS rows)
+    #: filled as letters ask
     _cache: dict = field(default_factory=dict)
 
     @classmethod
@@ -59,31 +61,41 @@ class WordIndex:
         db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.topics_fts_instances "
                    "USING fts5vocab(main, topics_fts, instance)")
         column_number = {name: number for number, name in enumerate(COLUMNS)}
-        # One object per term and per rowid, shared by every place that holds it.
-        terms: dict[str, str] = {}
-        rowids: dict[int, int] = {}
-        postings: dict[str, list[int]] = {}
+        terms: dict[str, str] = {}  # one object per term, shared by every row that holds it
         placed: dict[int, list[list[tuple[int, str]]]] = {}
         for term, rowid, column, offset in db.execute(
             "SELECT term, doc, col, offset FROM temp.topics_fts_instances"
         ):
-            term = terms.setdefault(term, term)
-            rowid = rowids.setdefault(rowid, rowid)
-            rows = postings.setdefault(term, [])
-            if not rows or rows[-1] != rowid:
-                rows.append(rowid)
-            placed.setdefault(rowid, [[] for _ in COLUMNS])[column_number[column]].append((offset, term))
-        texts = {rowid: tuple(tuple(term for _, term in sorted(column)) for column in columns)
-                 for rowid, columns in placed.items()}
+            placed.setdefault(rowid, [[] for _ in COLUMNS])[column_number[column]].append(
+                (offset, terms.setdefault(term, term)))
+        texts: dict[int, tuple[tuple[str, ...], ...]] = {}
+        rows_of: dict[str, list[int]] = {}
+        counts_of: dict[str, array] = {}
+        for rowid in sorted(placed):
+            texts[rowid] = columns = tuple(tuple(term for _, term in sorted(column)) for column in placed[rowid])
+            for number, column in enumerate(columns):
+                for term, n in Counter(column).items():
+                    rows = rows_of.setdefault(term, [])
+                    counts = counts_of.get(term)
+                    if counts is None:
+                        counts = counts_of[term] = array("I")
+                    if not rows or rows[-1] != rowid:
+                        rows.append(rowid)
+                        counts.extend([0] * len(COLUMNS))
+                    counts[len(counts) - len(COLUMNS) + number] = n
         sizes = {rowid: sum(_varints(blob)) for rowid, blob in
                  db.execute("SELECT id, sz FROM topics_fts_docsize")}
         # The averages record: the row count, then the tokens of each column.
         averages = db.execute("SELECT block FROM topics_fts_data WHERE id = 1").fetchone()
-        counts = _varints(averages[0]) if averages and averages[0] else [0]
+        totals = _varints(averages[0]) if averages and averages[0] else [0]
+        rows, tokens = totals[0], sum(totals[1:])
+        avgdl = tokens / rows if rows else 1.0
         return cls(
-            rows=counts[0], tokens=sum(counts[1:]), sizes=sizes,
-            postings={term: tuple(sorted(set(rows))) for term, rows in postings.items()},
-            frequencies={term: len(set(rows)) for term, rows in postings.items()}, texts=texts,
+            rows=rows, tokens=tokens,
+            lengths={rowid: K1 * (1 - B + B * float(sizes.get(rowid, 0)) / avgdl)
+                     for rowid in sizes.keys() | placed.keys()},
+            postings={term: (tuple(rows), counts_of[term]) for term, rows in rows_of.items()},
+            frequencies={term: len(rows) for term, rows in rows_of.items()}, texts=texts,
         )
 
     def best(self, phrases: list[tuple[str, ...]], weights: tuple[float, ...],
@@ -110,30 +122,46 @@ class WordIndex:
         found = self._cache.get(key)
         if found is not None:
             return found
-        size = len(phrase)
-        rarest = min(phrase, key=lambda term: self.frequencies.get(term, 0))
-        frequencies = []
-        for rowid in self.postings.get(rarest, ()):
-            freq = 0.0
-            for column, terms in enumerate(self.texts[rowid]):
-                # One instance at a time, as FTS5 adds them.
-                instances = terms.count(phrase[0]) if size == 1 else sum(
-                    terms[start:start + size] == phrase for start in range(len(terms) - size + 1))
-                for _ in range(instances):
-                    freq += weights[column]
-            if freq:
-                frequencies.append((rowid, freq))
-        hits = len(frequencies)
+        if len(phrase) == 1:
+            rowids, counts = self.postings.get(phrase[0], ((), ()))
+            per_row = [iter(counts)] * len(COLUMNS)  # the counts of one row at a time
+            if all(float(w).is_integer() for w in weights):
+                # FTS5 adds a column's weight once per instance; with whole
+                # weights every partial sum is a whole number, exact in a
+                # double, so count x weight is the same number.
+                w0, w1, w2 = weights
+                freqs = [c0 * w0 + c1 * w1 + c2 * w2 for c0, c1, c2 in zip(*per_row)]
+            else:
+                freqs = [_added(weights, instances) for instances in zip(*per_row)]
+        else:
+            rowids, freqs = [], []
+            rarest = min(phrase, key=lambda term: self.frequencies.get(term, 0))
+            size = len(phrase)
+            for rowid in self.postings.get(rarest, ((), ()))[0]:
+                instances = [sum(terms[start:start + size] == phrase for start in range(len(terms) - size + 1))
+                             for terms in self.texts[rowid]]
+                if any(instances):
+                    rowids.append(rowid)
+                    freqs.append(_added(weights, instances))
+        hits = len(freqs)
         idf = math.log((self.rows - hits + 0.5) / (hits + 0.5))
         if idf <= 0.0:
             idf = 1e-6
-        avgdl = self.tokens / self.rows
-        added = array("d")
-        for rowid, freq in frequencies:
-            D = float(self.sizes.get(rowid, 0))
-            added.append(idf * ((freq * (K1 + 1.0)) / (freq + K1 * (1 - B + B * D / avgdl))))
-        found = self._cache[key] = (tuple(rowid for rowid, _ in frequencies), added)
+        lengths = self.lengths
+        k1_plus_1 = K1 + 1.0
+        added = array("d", [idf * ((freq * k1_plus_1) / (freq + lengths[rowid]))
+                            for rowid, freq in zip(rowids, freqs)])
+        found = self._cache[key] = (tuple(rowids), added)
         return found
+
+
+def _added(weights: tuple[float, ...], instances) -> float:
+    """f in bm25: each column's weight added once per instance, in FTS5's order."""
+    freq = 0.0
+    for weight, n in zip(weights, instances):
+        for _ in range(n):
+            freq += weight
+    return freq
 
 
 def _varints(blob: bytes) -> list[int]:
