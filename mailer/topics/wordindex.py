@@ -60,21 +60,33 @@ class WordIndex:
         """Read the index of ``topics_fts`` as it is now."""
         db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.topics_fts_instances "
                    "USING fts5vocab(main, topics_fts, instance)")
+        # Each column of each row as the list of its terms, sized from docsize,
+        # so that every instance goes straight to its place.
+        column_sizes = {rowid: _varints(blob) for rowid, blob in
+                        db.execute("SELECT id, sz FROM topics_fts_docsize")}
+        placed: dict[int, list[list]] = {
+            rowid: [[None] * size for size in sizes[:len(COLUMNS)]] for rowid, sizes in column_sizes.items()}
         column_number = {name: number for number, name in enumerate(COLUMNS)}
         terms: dict[str, str] = {}  # one object per term, shared by every row that holds it
-        placed: dict[int, list[list[tuple[int, str]]]] = {}
         for term, rowid, column, offset in db.execute(
             "SELECT term, doc, col, offset FROM temp.topics_fts_instances"
         ):
-            placed.setdefault(rowid, [[] for _ in COLUMNS])[column_number[column]].append(
-                (offset, terms.setdefault(term, term)))
+            columns = placed.get(rowid)
+            if columns is None:
+                columns = placed[rowid] = [[] for _ in COLUMNS]
+            place = columns[column_number[column]]
+            if offset >= len(place):
+                place.extend([None] * (offset + 1 - len(place)))
+            place[offset] = terms.setdefault(term, term)
         texts: dict[int, tuple[tuple[str, ...], ...]] = {}
         rows_of: dict[str, list[int]] = {}
         counts_of: dict[str, array] = {}
         for rowid in sorted(placed):
-            texts[rowid] = columns = tuple(tuple(term for _, term in sorted(column)) for column in placed[rowid])
+            texts[rowid] = columns = tuple(tuple(column) for column in placed[rowid])
             for number, column in enumerate(columns):
                 for term, n in Counter(column).items():
+                    if term is None:  # a place the index holds no term for
+                        continue
                     rows = rows_of.setdefault(term, [])
                     counts = counts_of.get(term)
                     if counts is None:
@@ -83,8 +95,7 @@ class WordIndex:
                         rows.append(rowid)
                         counts.extend([0] * len(COLUMNS))
                     counts[len(counts) - len(COLUMNS) + number] = n
-        sizes = {rowid: sum(_varints(blob)) for rowid, blob in
-                 db.execute("SELECT id, sz FROM topics_fts_docsize")}
+        sizes = {rowid: sum(sizes) for rowid, sizes in column_sizes.items()}
         # The averages record: the row count, then the tokens of each column.
         averages = db.execute("SELECT block FROM topics_fts_data WHERE id = 1").fetchone()
         totals = _varints(averages[0]) if averages and averages[0] else [0]
