@@ -640,3 +640,33 @@ def test_the_index_follows_a_changed_subject_or_body_and_ignores_other_columns(d
     assert db.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'father OR miss'").fetchall() == []
     assert [r[0] for r in db.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'loss'")] == [
         stored.message_id]
+
+
+def test_the_writer_waits_for_another_process_holding_the_write_lock_and_then_commits(tmp_path):
+    # The pipeline worker and `mailer` commands write the same file: while one
+    # of them holds the lock, the writer's batch waits (it never fails), and
+    # its work is committed once the lock is free.
+    import sqlite3
+
+    from conftest import wait_for
+    from mailer.store.writer import DatabaseWriter
+
+    path = tmp_path / "mailer.db"
+    writer = DatabaseWriter(path)
+    writer.start()
+    try:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("CREATE TABLE kv (key TEXT, value TEXT)")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO kv (key, value) VALUES ('held', 'by another process')")
+        future = writer.submit(lambda db: db.execute(
+            "INSERT INTO kv (key, value) VALUES ('written', 'by the writer')").rowcount)
+        wait_for(lambda: writer.busy_seconds() > 0.05, message="the writer to be waiting for the lock")
+        assert not future.done()
+        other.execute("COMMIT")
+        other.close()
+        assert future.result(timeout=10) == 1
+    finally:
+        writer.stop()
+    assert writer.lock_waits == 1 and writer.longest_lock_wait >= 0.05
+    assert [r["key"] for r in rows(path, "SELECT key FROM kv ORDER BY key")] == ["held", "written"]
