@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.rules.crisis_index import PatternIndex, required_phrases, words_of
+from mailer.rules.crisis_index import PatternIndex, required_phrases, required_pieces, words_of
 
 # Patterns chosen to exercise each part of the analysis.
 TRICKY = {
@@ -55,6 +55,16 @@ def test_patterns_it_cannot_vouch_for_are_always_candidates(pattern):
 def test_a_case_insensitive_part_counts_for_nothing_but_the_rest_does():
     assert required_phrases(r"(?i:kill) me\b") == {" me": frozenset({"me"})}
     assert 0 in PatternIndex([r"(?i:kill) me\b"]).candidates("KILL me")
+
+
+def test_every_piece_a_match_needs_is_checked_not_only_the_strongest():
+    # "self" and one of the endings are both needed: "self-care" has the one
+    # and not the other, so the pattern is not searched.
+    pattern = r"\bself[- ]?(?:harm\w*|injur\w*)\b"
+    assert [set(piece) for piece in required_pieces(pattern)] == [{"harm", "injur"}, {"self"}]
+    assert PatternIndex([pattern]).candidates("self-care and a harmless joke") == {0}
+    assert PatternIndex([pattern]).candidates("self-care, nothing else") == set()
+    assert PatternIndex([pattern]).candidates("no harm done") == set()
 
 
 def test_a_text_without_the_phrases_skips_the_pattern():

@@ -25,7 +25,7 @@ import re
 from re import _constants as _c
 from re import _parser as _sre_parse
 
-__all__ = ["PatternIndex", "required_phrases", "words_of", "COMMON_WORDS"]
+__all__ = ["PatternIndex", "required_phrases", "required_pieces", "words_of", "COMMON_WORDS"]
 
 #: Exact alternatives are multiplied out up to this many strings, then cut.
 _MAX_EXACT = 64
@@ -75,13 +75,16 @@ def words_of(text: str) -> set[str]:
 class PatternIndex:
     """Regular expressions indexed by the phrases they need: which could match a text?
 
-    For each pattern the analysis finds a set of phrases of which every match
-    contains one ("take my life", "take his own life", ...). A phrase that has
-    a whole word in it is filed under its least common such word; a text is
-    then read once into its set of words (:func:`words_of`), and only the
-    phrases filed under words the text has are looked for. A phrase with no
-    whole word ("overdos" in ``\\boverdos\\w*``) is looked for in every text.
-    A pattern none of whose phrases occurs cannot match and is left out.
+    For each pattern the analysis finds sets of phrases such that every match
+    contains a phrase of each set ("kill" and "myself"; "take my life" or
+    "take his own life" ...). A pattern is filed under its strongest set: a
+    phrase that has a whole word in it under its least common such word, so
+    a text is read once into its set of words (:func:`words_of`) and only
+    the phrases filed under words the text has are looked for; a phrase with
+    no whole word ("overdos" in ``\\boverdos\\w*\\b``) is looked for in every
+    text. When one of them occurs, the pattern's other sets are checked too.
+    A pattern that lacks every phrase of one of its sets cannot match and is
+    left out.
     """
 
     def __init__(self, patterns: list[str] | tuple[str, ...], common: frozenset[str] = COMMON_WORDS) -> None:
@@ -91,18 +94,24 @@ class PatternIndex:
         self.scanned: list[tuple[int, str]] = []
         #: word -> (pattern, all whole words of the phrase, phrase)
         self.by_word: dict[str, list[tuple[int, frozenset[str], str]]] = {}
+        #: pattern -> its other sets, each as ((whole words, phrase), ...)
+        self.also_needed: dict[int, tuple[tuple[tuple[frozenset[str], str], ...], ...]] = {}
         unindexed = []
         for index, pattern in enumerate(patterns):
-            phrases = required_phrases(pattern)
-            if phrases is None:
+            pieces = required_pieces(pattern)
+            if not pieces:
                 unindexed.append(index)
                 continue
-            for phrase, words in phrases.items():
+            for phrase, words in pieces[0].items():
                 if words:
                     trigger = max(words, key=lambda w: (w not in common, len(w), w))
                     self.by_word.setdefault(trigger, []).append((index, words, phrase))
                 else:
                     self.scanned.append((index, phrase))
+            if len(pieces) > 1:
+                self.also_needed[index] = tuple(
+                    tuple((words, phrase) for phrase, words in piece.items()) for piece in pieces[1:]
+                )
         self.unindexed = tuple(unindexed)
 
     def candidates(self, text: str, words: set[str] | None = None) -> set[int]:
@@ -110,14 +119,27 @@ class PatternIndex:
         if words is None:
             words = words_of(text)
         found = set(self.unindexed)
+        ruled_out: set[int] = set()
+        also_needed = self.also_needed
         for word in words.intersection(self.by_word):
             for index, needed, phrase in self.by_word[word]:
-                if index not in found and needed <= words and phrase in text:
-                    found.add(index)
+                if index not in found and index not in ruled_out and needed <= words and phrase in text:
+                    if index not in also_needed or _each_present(also_needed[index], text, words):
+                        found.add(index)
+                    else:
+                        ruled_out.add(index)
         for index, phrase in self.scanned:
-            if index not in found and phrase in text:
-                found.add(index)
+            if index not in found and index not in ruled_out and phrase in text:
+                if index not in also_needed or _each_present(also_needed[index], text, words):
+                    found.add(index)
+                else:
+                    ruled_out.add(index)
         return found
+
+
+def _each_present(pieces, text: str, words: set[str]) -> bool:
+    """Whether ``text`` has a phrase of each of ``pieces`` (sets of (whole words, phrase))."""
+    return all(any(needed <= words and phrase in text for needed, phrase in piece) for piece in pieces)
 
 
 def required_phrases(pattern: str) -> dict[str, frozenset[str]] | None:
@@ -127,11 +149,24 @@ def required_phrases(pattern: str) -> dict[str, frozenset[str]] | None:
     ``\\b``, a space or punctuation), so any text the phrase occurs in has it
     among its :func:`words_of`. None when nothing useful was found (the
     pattern may match anything, or the empty string, or uses something the
-    analysis does not follow).
+    analysis does not follow). This is the strongest of :func:`required_pieces`.
     """
-    marked = _required_marked(pattern)
-    if marked is None:
-        return None
+    pieces = required_pieces(pattern)
+    return pieces[0] if pieces else None
+
+
+def required_pieces(pattern: str) -> list[dict[str, frozenset[str]]]:
+    """Every set of phrases the analysis found for ``pattern``, strongest first; each is needed.
+
+    Every match of the pattern contains a phrase of *each* set ("kill" from
+    one and "myself" from another), so a text that lacks all phrases of any
+    one set cannot match. Empty when nothing useful was found.
+    """
+    return [_phrases(piece) for piece in _required_marked(pattern)]
+
+
+def _phrases(marked: frozenset[str]) -> dict[str, frozenset[str]]:
+    """One piece's phrases without their ``\\b`` markers, each with its whole words."""
     phrases: dict[str, set[str]] = {}
     for item in marked:
         text = item.replace(_BOUNDARY, "")
@@ -166,27 +201,27 @@ def _whole_words(phrase: str) -> set[str]:
     return words
 
 
-def _required_marked(pattern: str) -> frozenset[str] | None:
-    """Phrases (with ``\\b`` markers) of which every match contains one, or None."""
+def _required_marked(pattern: str) -> list[frozenset[str]]:
+    """Sets of phrases (with ``\\b`` markers), strongest first, each of which every match contains one of."""
     try:
         parsed = _sre_parse.parse(pattern)
     except re.error:
-        return None
+        return []
     if parsed.state.flags & (re.IGNORECASE | re.ASCII | re.LOCALE):
-        return None
-    _exact, anyof = _sequence(parsed)
-    if not anyof or any(not p.replace(_BOUNDARY, "") for p in anyof):
-        return None
-    return frozenset(anyof)
+        return []
+    _exact, pieces = _sequence(parsed)
+    useful = {frozenset(piece) for piece in pieces if _strength(piece)[0] > 0}
+    return sorted(useful, key=lambda piece: (_strength(piece), sorted(piece)), reverse=True)
 
 
-# Each node is summarised as (exact, anyof): ``exact`` is the finite set of
-# strings it can match (None when unknown or too many), ``anyof`` a set of
-# which every match contains one (None when nothing is known).
+# Each node is summarised as (exact, pieces): ``exact`` is the finite set of
+# strings it can match (None when unknown or too many), ``pieces`` a list of
+# sets such that every match contains one string of each set (empty when
+# nothing is known).
 
 
-def _sequence(items, start: set[str] | None = None) -> tuple[set[str] | None, set[str] | None]:
-    """(exact, anyof) for parsed items matched one after another (after one of ``start``)."""
+def _sequence(items, start: set[str] | None = None) -> tuple[set[str] | None, list[set[str]]]:
+    """(exact, pieces) for parsed items matched one after another (after one of ``start``)."""
     current = set(start) if start else {""}  # exact strings matched since the last break
     exact_all = True
     pieces: list[set[str]] = []
@@ -195,50 +230,52 @@ def _sequence(items, start: set[str] | None = None) -> tuple[set[str] | None, se
             # re's parser moves what all alternatives begin with (often a \b)
             # out in front of them; put it back, so that each alternative's
             # phrases keep it. (Only a single string: more would multiply.)
-            exact, anyof = _branch(av, current)
+            exact, needed = _branch(av, current)
             if exact is not None:
                 current = exact
                 continue
             exact_all = False
             pieces.append(current)
-            if anyof is not None:
-                pieces.append(anyof)
+            pieces.extend(needed)
             current = {""}
             continue
-        exact, anyof = _node(op, av)
+        exact, needed = _node(op, av)
         if exact is not None and len(current) * len(exact) <= _MAX_EXACT:
             current = {a + b for a in current for b in exact}
             continue
         # The run of exact items stops here: what it matched is one necessary
-        # piece of every match; this item's own requirement is another.
+        # piece of every match; this item's own requirements are others.
         exact_all = False
         pieces.append(current)
         if exact is not None:
             current = set(exact)
         else:
-            if anyof is not None:
-                pieces.append(anyof)
+            pieces.extend(needed)
             current = {""}
     if exact_all:
-        return current, current
+        return current, [current]
     pieces.append(current)
-    best = max(pieces, key=_strength)
-    return None, (best if _strength(best)[0] > 0 else None)
+    return None, [piece for piece in pieces if _strength(piece)[0] > 0]
 
 
-def _branch(alternatives, prefix: set[str] | None = None) -> tuple[set[str] | None, set[str] | None]:
-    """(exact, anyof) for one of ``alternatives`` (after one of ``prefix``)."""
+def _branch(alternatives, prefix: set[str] | None = None) -> tuple[set[str] | None, list[set[str]]]:
+    """(exact, pieces) for one of ``alternatives`` (after one of ``prefix``).
+
+    Unless the alternatives are exact strings, one piece: the strongest piece
+    of each alternative, together (every match matches one alternative).
+    """
     results = [_sequence(alt, prefix) for alt in alternatives[1]]
     if all(exact is not None for exact, _ in results):
         union = set().union(*(exact for exact, _ in results))
         if len(union) <= _MAX_EXACT:
-            return union, union
+            return union, [union]
     required: set[str] = set()
-    for _exact, anyof in results:
-        if anyof is None or any(not p.replace(_BOUNDARY, "") for p in anyof):
-            return None, None
-        required |= anyof
-    return None, required
+    for _exact, pieces in results:
+        best = max(pieces, key=_strength, default=set())
+        if _strength(best)[0] == 0:
+            return None, []
+        required |= best
+    return None, [required]
 
 
 def _strength(phrases: set[str]) -> tuple[int, int, int, int]:
@@ -256,9 +293,9 @@ def _strength(phrases: set[str]) -> tuple[int, int, int, int]:
     return (1, min(word, 6), min(len(p.replace(_BOUNDARY, "")) for p in phrases), -len(phrases))
 
 
-def _node(op, av) -> tuple[set[str] | None, set[str] | None]:
+def _node(op, av) -> tuple[set[str] | None, list[set[str]]]:
     if op is _c.LITERAL:
-        return {chr(av)}, {chr(av)}
+        return {chr(av)}, [{chr(av)}]
     if op is _c.IN:
         chars: set[str] = set()
         for item_op, item_av in av:
@@ -267,18 +304,18 @@ def _node(op, av) -> tuple[set[str] | None, set[str] | None]:
             elif item_op is _c.RANGE and item_av[1] - item_av[0] < 16:
                 chars.update(chr(c) for c in range(item_av[0], item_av[1] + 1))
             else:  # NEGATE, CATEGORY, wide ranges: could be anything
-                return None, None
-        return chars, chars
+                return None, []
+        return chars, [chars]
     if op is _c.AT:
         # Zero-width. \b is kept as a marker: it tells whole words apart.
-        return ({_BOUNDARY} if av is _c.AT_BOUNDARY else {""}), None
+        return ({_BOUNDARY} if av is _c.AT_BOUNDARY else {""}), []
     if op in (_c.ASSERT, _c.ASSERT_NOT):
         # Zero-width; dropping a lookaround's own requirement only weakens the keys.
-        return {""}, None
+        return {""}, []
     if op is _c.SUBPATTERN:
         _group, add_flags, _del_flags, sub = av
         if add_flags & (re.IGNORECASE | re.ASCII | re.LOCALE):
-            return None, None
+            return None, []
         return _sequence(sub)
     if op is _c.ATOMIC_GROUP:
         return _sequence(av)
@@ -286,16 +323,16 @@ def _node(op, av) -> tuple[set[str] | None, set[str] | None]:
         return _branch(av)
     if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
         low, high, sub = av
-        exact, anyof = _sequence(sub)
+        exact, pieces = _sequence(sub)
         if low == 0:
             if high == 1 and exact is not None:
-                return {""} | exact, None
-            return None, None
+                return {""} | exact, []
+            return None, []
         if exact is not None and low == high and len(exact) ** low <= _MAX_EXACT:
             repeated = {""}
             for _ in range(low):
                 repeated = {a + b for a in repeated for b in exact}
-            return repeated, repeated
-        return None, anyof
+            return repeated, [repeated]
+        return None, pieces  # at least one repetition: each of its pieces is needed
     # ANY, NOT_LITERAL, GROUPREF, GROUPREF_EXISTS, ...: could be anything.
-    return None, None
+    return None, []
