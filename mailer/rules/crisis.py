@@ -43,7 +43,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from mailer.rules.crisis_index import PatternIndex, words_of
+from mailer.rules.crisis_index import PatternIndex, word_sequence
 from mailer.rules.crisis_patterns import DANGER_PATTERNS, GUARDS, SELF_HARM_PATTERNS, SUICIDE_PATTERNS
 from mailer.rules.crisis_model import features_of, load_model
 from mailer.rules.signs import load_vocabulary, tokens_of
@@ -166,42 +166,48 @@ def _prepare(subject: str, text: str, *, prefilter: bool = True) -> str:
     return _prepare_with_words(subject, text, prefilter=prefilter)[0]
 
 
-def _prepare_with_words(subject: str, text: str, *, prefilter: bool = True) -> tuple[str, set[str] | None]:
-    """:func:`_prepare`, and the words of the result when the prefilter read them anyway."""
+def _prepare_with_words(
+    subject: str, text: str, *, prefilter: bool = True,
+) -> tuple[str, set[str] | None, list[str] | None]:
+    """:func:`_prepare`, and the words of the result (a set, and in order) when the prefilter read them anyway."""
     # The " | " separator keeps a phrase from being stitched together across
     # the subject/body boundary.
     combined = _normalise(subject or "") + " | " + _normalise(text or "")
     if not prefilter:
         for _name, guard in _GUARDS:
             combined = guard.sub(" ~ ", combined)
-        return combined, None
+        return combined, None, None
     # A guard none of whose phrases is in the text cannot match: skipping it
     # leaves the text exactly as substituting would have. After a guard has
     # blanked something out the text is different, so it is read again.
     index = _indexes()[0]
-    words = words_of(combined)
-    candidates = index.candidates(combined, words)
+    sequence = word_sequence(combined)
+    words = set(sequence)
+    candidates = index.candidates(combined, words, sequence)
     for number, (_name, guard) in enumerate(_GUARDS):
         if number in candidates:
             combined, blanked = guard.subn(" ~ ", combined)
             if blanked:
-                words = words_of(combined)
-                candidates = index.candidates(combined, words)
-    return combined, words
+                sequence = word_sequence(combined)
+                words = set(sequence)
+                candidates = index.candidates(combined, words, sequence)
+    return combined, words, sequence
 
 
-def _candidates(prepared: str, prefilter: bool, words: set[str] | None = None) -> _Patterns:
+def _candidates(
+    prepared: str, prefilter: bool, words: set[str] | None = None, sequence: list[str] | None = None,
+) -> _Patterns:
     """Per category, the patterns that could match ``prepared`` (all of them without the prefilter).
 
     Searching all 123 expressions over a letter took 5 ms. Every match of a
-    pattern contains one of a few phrases that mailer/prefilter.py reads out
-    of the pattern, and a pattern none of whose phrases is in the letter is
-    not searched: the result is the same as searching them all
+    pattern contains one of a few phrases that mailer/rules/crisis_index.py
+    reads out of the pattern, and a pattern none of whose phrases is in the
+    letter is not searched: the result is the same as searching them all
     (tests/test_crisis.py checks this), and most letters need only a few.
     """
     if not prefilter:
         return _PATTERNS
-    candidates = _indexes()[1].candidates(prepared, words)
+    candidates = _indexes()[1].candidates(prepared, words, sequence)
     selected, number = [], 0
     for category, patterns in _PATTERNS:
         chosen = []
@@ -219,10 +225,10 @@ def _explain(subject: str, text: str, *, prefilter: bool = True) -> list[tuple[s
     For the benchmark, for debugging, and for the tests that compare the
     prefiltered search with the full one; :func:`assess` is the public API.
     """
-    prepared, words = _prepare_with_words(subject, text, prefilter=prefilter)
+    prepared, words, sequence = _prepare_with_words(subject, text, prefilter=prefilter)
     return [
         (category, name)
-        for category, patterns in _candidates(prepared, prefilter, words)
+        for category, patterns in _candidates(prepared, prefilter, words, sequence)
         for name, pattern in patterns
         if pattern.search(prepared)
     ]
@@ -265,14 +271,29 @@ def judge_signs(signs: set[str] | frozenset[str]) -> bool:
     return "time" in weak and bool(weak & TIME_PARTNERS)
 
 
-def _rules(prepared: str, words: set[str] | None) -> tuple[set[str], frozenset[str]]:
-    """The risks the curated patterns and the warning signs find in ``prepared``, and the signs found."""
-    found = set(
-        category
-        for category, patterns in _candidates(prepared, True, words)
-        if any(pattern.search(prepared) for _name, pattern in patterns)
-    )
-    spans = load_vocabulary().matches(tokens_of(prepared))
+#: Every pattern with its category, numbered as the prefilter numbers them.
+_NUMBERED = tuple((category, pattern) for category, patterns in _PATTERNS for _name, pattern in patterns)
+
+
+def _rules(
+    prepared: str, words: set[str] | None, sequence: list[str] | None, tokens: list[str],
+) -> tuple[set[str], frozenset[str]]:
+    """The risks the curated patterns and the warning signs find in ``prepared``, and the signs found.
+
+    ``words`` and ``sequence`` are the prepared text's words as the prefilter
+    read them (or None), ``tokens`` its :func:`tokens_of`. A category one
+    pattern found needs no other of its patterns searched.
+    """
+    found: set[str] = set()
+    for number in sorted(_indexes()[1].candidates(prepared, words, sequence)):
+        category, pattern = _NUMBERED[number]
+        if category not in found and pattern.search(prepared):
+            found.add(category)
+    return _with_signs(found, load_vocabulary().matches(tokens))
+
+
+def _with_signs(found: set[str], spans: dict[str, list[tuple[int, int]]]) -> tuple[set[str], frozenset[str]]:
+    """The risks the patterns ``found``, with those the warning signs' ``spans`` add; and the signs."""
     signs = frozenset(spans) - NEUTRAL
     if signs & ALONE or _weak_signs_meet(spans):
         strong = signs & ALONE
@@ -284,7 +305,8 @@ def _rules(prepared: str, words: set[str] | None) -> tuple[set[str], frozenset[s
 
 def rules_urgent(subject: str, text: str) -> bool:
     """Whether the patterns and signs alone, without the word model, find a crisis (for training and the bench)."""
-    return bool(_rules(*_prepare_with_words(subject, text))[0])
+    prepared, words, sequence = _prepare_with_words(subject, text)
+    return bool(_rules(prepared, words, sequence, tokens_of(prepared))[0])
 
 
 #: The sign reported when only the word model found the letter urgent.
@@ -305,12 +327,45 @@ def assess(subject: str, text: str) -> CrisisAssessment:
     categories found; neither holds letter text. Biased towards recall:
     negation and hedging never cancel a sign. Never raises on str input.
     """
-    prepared, words = _prepare_with_words(subject, text)
-    found, signs = _rules(prepared, words)
-    if not found and signs & (WEAK - {"time"}):
+    prepared, words, sequence = _prepare_with_words(subject, text)
+    tokens = tokens_of(prepared)
+    found, signs = _rules(prepared, words, sequence, tokens)
+    if not found and signs & _ASKS_MODEL:
         model = load_model()
-        if model is not None and model.flags(features_of(prepared, signs)):
+        if model is not None and model.flags(features_of(prepared, signs, tokens=tokens)):
             found.add(SUICIDE)
             signs = signs | {MODEL_SIGN}
+    return _assessment(found, signs)
+
+
+#: The signs that send a letter the rules left calm to the word model: a weak one other than a time.
+_ASKS_MODEL = WEAK - {"time"}
+
+
+def _assessment(found: set[str], signs: frozenset[str]) -> CrisisAssessment:
     signals = tuple(category for category in CATEGORIES if category in found)
     return CrisisAssessment(urgent=bool(signals), signals=signals, signs=tuple(sorted(signs)))
+
+
+def _assess_reference(subject: str, text: str) -> CrisisAssessment:
+    """:func:`assess` done the plain, slow way, to check the fast one against (tests, bench).
+
+    Every guard and every pattern is searched (no prefilter), the sign
+    vocabulary is walked from every word it has a branch for, and the word
+    model sums its weights as it did before :meth:`WordModel.flags` summed
+    them once. :func:`assess` must return exactly this for every letter.
+    """
+    prepared = _prepare(subject, text, prefilter=False)
+    found = {
+        category for category, patterns in _PATTERNS if any(pattern.search(prepared) for _name, pattern in patterns)
+    }
+    found, signs = _with_signs(found, load_vocabulary().matches_walking_every_word(tokens_of(prepared)))
+    if not found and signs & (WEAK - {"time"}):
+        model = load_model()
+        if model is not None:
+            features = list(features_of(prepared, signs))
+            evidence = sum(model.weights.get(f, 0.0) for f in features)
+            if evidence > 0 and model.probability(features) > model.threshold:
+                found.add(SUICIDE)
+                signs = signs | {MODEL_SIGN}
+    return _assessment(found, signs)

@@ -25,7 +25,7 @@ import re
 from re import _constants as _c
 from re import _parser as _sre_parse
 
-__all__ = ["PatternIndex", "required_phrases", "required_pieces", "words_of", "COMMON_WORDS"]
+__all__ = ["PatternIndex", "required_phrases", "required_pieces", "words_of", "word_sequence", "NonWordsToSpaces", "COMMON_WORDS"]
 
 #: Exact alternatives are multiplied out up to this many strings, then cut.
 _MAX_EXACT = 64
@@ -46,7 +46,7 @@ COMMON_WORDS = frozenset(
 )
 
 
-class _Spaces(dict):
+class NonWordsToSpaces(dict):
     """``str.translate`` table: every character that is not ``\\w`` becomes a space.
 
     ``\\w`` is ``str.isalnum()`` or "_", as in ``re``. Characters are looked up
@@ -61,7 +61,7 @@ class _Spaces(dict):
         return value
 
 
-_SPACES = _Spaces()
+_SPACES = NonWordsToSpaces()
 
 
 def words_of(text: str) -> set[str]:
@@ -72,19 +72,25 @@ def words_of(text: str) -> set[str]:
     return set(text.translate(_SPACES).split())
 
 
+def word_sequence(text: str) -> list[str]:
+    """The maximal runs of ``\\w`` in ``text``, in order: ``re.findall(r"\\w+", text)``."""
+    return text.translate(_SPACES).split()
+
+
 class PatternIndex:
     """Regular expressions indexed by the phrases they need: which could match a text?
 
     For each pattern the analysis finds sets of phrases such that every match
     contains a phrase of each set ("kill" and "myself"; "take my life" or
-    "take his own life" ...). A pattern is filed under its strongest set: a
-    phrase that has a whole word in it under its least common such word, so
-    a text is read once into its set of words (:func:`words_of`) and only
-    the phrases filed under words the text has are looked for; a phrase with
-    no whole word ("overdos" in ``\\boverdos\\w*\\b``) is looked for in every
-    text. When one of them occurs, the pattern's other sets are checked too.
-    A pattern that lacks every phrase of one of its sets cannot match and is
-    left out.
+    "take his own life" ...). A pattern is filed under its strongest set, each
+    phrase of it under a key a text cannot lack if it has the phrase: two
+    whole words that follow each other in the phrase ("take my"), else its
+    least common whole word, else nothing (``overdos`` in
+    ``\\boverdos\\w*\\b``: looked for in every text). A text is read once into
+    its words (:func:`word_sequence`), and only the phrases filed under its
+    words and pairs of neighbouring words are looked for. When one occurs,
+    the pattern's other sets are checked too. A pattern that lacks every
+    phrase of one of its sets cannot match and is left out.
     """
 
     def __init__(self, patterns: list[str] | tuple[str, ...], common: frozenset[str] = COMMON_WORDS) -> None:
@@ -94,35 +100,60 @@ class PatternIndex:
         self.scanned: list[tuple[int, str]] = []
         #: word -> (pattern, all whole words of the phrase, phrase)
         self.by_word: dict[str, list[tuple[int, frozenset[str], str]]] = {}
+        #: (word, next word) -> (pattern, all whole words of the phrase, phrase)
+        self.by_pair: dict[tuple[str, str], list[tuple[int, frozenset[str], str]]] = {}
         #: pattern -> its other sets, each as ((whole words, phrase), ...)
         self.also_needed: dict[int, tuple[tuple[tuple[frozenset[str], str], ...], ...]] = {}
+
+        def rarity(word: str) -> tuple[bool, int, str]:
+            return (word not in common, len(word), word)
+
         unindexed = []
         for index, pattern in enumerate(patterns):
-            pieces = required_pieces(pattern)
-            if not pieces:
+            marked = _required_marked(pattern)
+            if not marked:
                 unindexed.append(index)
                 continue
+            pieces = [_phrases(piece) for piece in marked]
+            pairs_of = _neighbour_words(marked[0])
             for phrase, words in pieces[0].items():
-                if words:
-                    trigger = max(words, key=lambda w: (w not in common, len(w), w))
-                    self.by_word.setdefault(trigger, []).append((index, words, phrase))
+                entry = (index, words, phrase)
+                if pairs_of[phrase]:
+                    pair = max(pairs_of[phrase], key=lambda p: (min(rarity(p[0]), rarity(p[1])), p))
+                    self.by_pair.setdefault(pair, []).append(entry)
+                elif words:
+                    self.by_word.setdefault(max(words, key=rarity), []).append(entry)
                 else:
                     self.scanned.append((index, phrase))
             if len(pieces) > 1:
-                self.also_needed[index] = tuple(
-                    tuple((words, phrase) for phrase, words in piece.items()) for piece in pieces[1:]
-                )
+                # Cheapest first: a phrase with whole words is mostly ruled out
+                # by the set of words, one without must be looked for in the text.
+                others = [
+                    tuple(sorted(((words, phrase) for phrase, words in piece.items()), key=lambda e: (not e[0], e[1])))
+                    for piece in pieces[1:]
+                ]
+                self.also_needed[index] = tuple(sorted(others, key=lambda piece: (sum(not w for w, _ in piece), len(piece))))
         self.unindexed = tuple(unindexed)
+        self._pair_keys = frozenset(self.by_pair)
 
-    def candidates(self, text: str, words: set[str] | None = None) -> set[int]:
-        """Indexes of the patterns that could match ``text`` (``words``: its :func:`words_of`)."""
+    def candidates(self, text: str, words: set[str] | None = None, sequence: list[str] | None = None) -> set[int]:
+        """Indexes of the patterns that could match ``text``.
+
+        ``sequence`` and ``words``: its :func:`word_sequence` and the set of
+        it, when the caller has them already.
+        """
+        if sequence is None:
+            sequence = word_sequence(text)
         if words is None:
-            words = words_of(text)
+            words = set(sequence)
         found = set(self.unindexed)
         ruled_out: set[int] = set()
         also_needed = self.also_needed
-        for word in words.intersection(self.by_word):
-            for index, needed, phrase in self.by_word[word]:
+        by_word, by_pair = self.by_word, self.by_pair
+        filed = [by_word[word] for word in words.intersection(by_word)]
+        filed += [by_pair[pair] for pair in self._pair_keys.intersection(zip(sequence, sequence[1:]))]
+        for entries in filed:
+            for index, needed, phrase in entries:
                 if index not in found and index not in ruled_out and needed <= words and phrase in text:
                     if index not in also_needed or _each_present(also_needed[index], text, words):
                         found.add(index)
@@ -184,6 +215,11 @@ def _phrases(marked: frozenset[str]) -> dict[str, frozenset[str]]:
 
 def _whole_words(phrase: str) -> set[str]:
     """The runs of ``\\w`` in a marked phrase that are whole words wherever it occurs."""
+    return {run for run, whole in _runs(phrase) if whole}
+
+
+def _runs(phrase: str) -> list[tuple[str, bool]]:
+    """The runs of ``\\w`` in a marked phrase, in order, each with whether it is a whole word."""
     text = phrase.replace(_BOUNDARY, "")
     edges, offset = set(), 0
     for ch in phrase:
@@ -191,14 +227,30 @@ def _whole_words(phrase: str) -> set[str]:
             edges.add(offset)
         else:
             offset += 1
-    words = set()
+    runs = []
     for run in _WORD.finditer(text):
         start, end = run.span()
         # Something in the phrase ends the word on each side: a non-word
         # character (the run is maximal) or a \b asserted right there.
-        if (start > 0 or 0 in edges) and (end < len(text) or end in edges):
-            words.add(run.group())
-    return words
+        runs.append((run.group(), (start > 0 or 0 in edges) and (end < len(text) or end in edges)))
+    return runs
+
+
+def _neighbour_words(marked: frozenset[str]) -> dict[str, frozenset[tuple[str, str]]]:
+    """Per phrase of one piece, the pairs of whole words that follow each other in it.
+
+    Between two neighbouring runs of a phrase there is only what is not
+    ``\\w``, so where the phrase occurs in a text, two that are whole words are
+    also neighbours in the text's :func:`word_sequence`. A phrase marked
+    several ways keeps only the pairs every way agrees on.
+    """
+    pairs: dict[str, set[tuple[str, str]]] = {}
+    for item in marked:
+        runs = _runs(item)
+        found = {(a, b) for (a, whole_a), (b, whole_b) in zip(runs, runs[1:]) if whole_a and whole_b}
+        text = item.replace(_BOUNDARY, "")
+        pairs[text] = pairs[text] & found if text in pairs else found
+    return {text: frozenset(found) for text, found in pairs.items()}
 
 
 def _required_marked(pattern: str) -> list[frozenset[str]]:
