@@ -43,7 +43,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from mailer.rules.crisis_index import PatternIndex, word_sequence
+from mailer.rules.crisis_index import PatternIndex
 from mailer.rules.crisis_patterns import DANGER_PATTERNS, GUARDS, SELF_HARM_PATTERNS, SUICIDE_PATTERNS
 from mailer.rules.crisis_model import features_of, load_model
 from mailer.rules.signs import load_vocabulary, tokens_of
@@ -148,56 +148,61 @@ _PATTERNS: _Patterns = (
 
 
 @functools.cache
-def _indexes() -> tuple[PatternIndex, PatternIndex]:
-    """The prefilter for the guards and for the patterns, built on first use (~0.1 s)."""
-    patterns = [rx for group in (SUICIDE_PATTERNS, SELF_HARM_PATTERNS, DANGER_PATTERNS) for _name, rx in group]
-    return PatternIndex([rx for _name, rx in GUARDS]), PatternIndex(patterns)
+def _index() -> PatternIndex:
+    """The prefilter for the guards and the patterns, numbered in that order, built on first use (~0.2 s).
+
+    One index for both, so a letter is read into its words once: when no
+    guard blanks anything out (nearly every letter), the patterns' candidates
+    come from the same reading.
+    """
+    return PatternIndex([rx for _name, rx in GUARDS] + [rx for _category, rx in _NUMBERED_SOURCES])
+
+
+#: (category, pattern source) of every pattern, in the order of CATEGORIES and of their lists.
+_NUMBERED_SOURCES = tuple(
+    (category, rx)
+    for category, group in ((SUICIDE, SUICIDE_PATTERNS), (SELF_HARM, SELF_HARM_PATTERNS), (DANGER, DANGER_PATTERNS))
+    for _name, rx in group
+)
 
 
 def warm_up() -> None:
     """Build the prefilter and read the sign vocabulary now rather than on the first letter."""
-    _indexes()
+    _index()
     load_vocabulary()
     load_model()
 
 
 def _prepare(subject: str, text: str, *, prefilter: bool = True) -> str:
     """Normalise subject and body into one string and blank out guarded idioms."""
-    return _prepare_with_words(subject, text, prefilter=prefilter)[0]
+    return _read(subject, text, prefilter=prefilter)[0]
 
 
-def _prepare_with_words(
-    subject: str, text: str, *, prefilter: bool = True,
-) -> tuple[str, set[str] | None, list[str] | None]:
-    """:func:`_prepare`, and the words of the result (a set, and in order) when the prefilter read them anyway."""
+def _read(subject: str, text: str, *, prefilter: bool = True) -> tuple[str, set[int] | None]:
+    """:func:`_prepare`, and the numbers of the patterns that could match the result (None: all of them)."""
     # The " | " separator keeps a phrase from being stitched together across
     # the subject/body boundary.
     combined = _normalise(subject or "") + " | " + _normalise(text or "")
     if not prefilter:
         for _name, guard in _GUARDS:
             combined = guard.sub(" ~ ", combined)
-        return combined, None, None
+        return combined, None
     # A guard none of whose phrases is in the text cannot match: skipping it
     # leaves the text exactly as substituting would have. After a guard has
     # blanked something out the text is different, so it is read again.
-    index = _indexes()[0]
-    sequence = word_sequence(combined)
-    words = set(sequence)
-    candidates = index.candidates(combined, words, sequence)
+    index = _index()
+    candidates = index.candidates(combined)
     for number, (_name, guard) in enumerate(_GUARDS):
         if number in candidates:
             combined, blanked = guard.subn(" ~ ", combined)
             if blanked:
-                sequence = word_sequence(combined)
-                words = set(sequence)
-                candidates = index.candidates(combined, words, sequence)
-    return combined, words, sequence
+                candidates = index.candidates(combined)
+    guards = len(_GUARDS)
+    return combined, {number - guards for number in candidates if number >= guards}
 
 
-def _candidates(
-    prepared: str, prefilter: bool, words: set[str] | None = None, sequence: list[str] | None = None,
-) -> _Patterns:
-    """Per category, the patterns that could match ``prepared`` (all of them without the prefilter).
+def _candidates(prepared: str, candidates: set[int] | None) -> _Patterns:
+    """Per category, the patterns numbered in ``candidates`` (all of them for None).
 
     Searching all 123 expressions over a letter took 5 ms. Every match of a
     pattern contains one of a few phrases that mailer/rules/crisis_index.py
@@ -205,9 +210,8 @@ def _candidates(
     letter is not searched: the result is the same as searching them all
     (tests/test_crisis.py checks this), and most letters need only a few.
     """
-    if not prefilter:
+    if candidates is None:
         return _PATTERNS
-    candidates = _indexes()[1].candidates(prepared, words, sequence)
     selected, number = [], 0
     for category, patterns in _PATTERNS:
         chosen = []
@@ -225,10 +229,10 @@ def _explain(subject: str, text: str, *, prefilter: bool = True) -> list[tuple[s
     For the benchmark, for debugging, and for the tests that compare the
     prefiltered search with the full one; :func:`assess` is the public API.
     """
-    prepared, words, sequence = _prepare_with_words(subject, text, prefilter=prefilter)
+    prepared, candidates = _read(subject, text, prefilter=prefilter)
     return [
         (category, name)
-        for category, patterns in _candidates(prepared, prefilter, words, sequence)
+        for category, patterns in _candidates(prepared, candidates)
         for name, pattern in patterns
         if pattern.search(prepared)
     ]
@@ -275,17 +279,15 @@ def judge_signs(signs: set[str] | frozenset[str]) -> bool:
 _NUMBERED = tuple((category, pattern) for category, patterns in _PATTERNS for _name, pattern in patterns)
 
 
-def _rules(
-    prepared: str, words: set[str] | None, sequence: list[str] | None, tokens: list[str],
-) -> tuple[set[str], frozenset[str]]:
+def _rules(prepared: str, candidates: set[int], tokens: list[str]) -> tuple[set[str], frozenset[str]]:
     """The risks the curated patterns and the warning signs find in ``prepared``, and the signs found.
 
-    ``words`` and ``sequence`` are the prepared text's words as the prefilter
-    read them (or None), ``tokens`` its :func:`tokens_of`. A category one
-    pattern found needs no other of its patterns searched.
+    ``candidates``: the numbers of the patterns that could match it (from
+    :func:`_read`), ``tokens`` its :func:`tokens_of`. A category one pattern
+    found needs no other of its patterns searched.
     """
     found: set[str] = set()
-    for number in sorted(_indexes()[1].candidates(prepared, words, sequence)):
+    for number in sorted(candidates):
         category, pattern = _NUMBERED[number]
         if category not in found and pattern.search(prepared):
             found.add(category)
@@ -305,8 +307,8 @@ def _with_signs(found: set[str], spans: dict[str, list[tuple[int, int]]]) -> tup
 
 def rules_urgent(subject: str, text: str) -> bool:
     """Whether the patterns and signs alone, without the word model, find a crisis (for training and the bench)."""
-    prepared, words, sequence = _prepare_with_words(subject, text)
-    return bool(_rules(prepared, words, sequence, tokens_of(prepared))[0])
+    prepared, candidates = _read(subject, text)
+    return bool(_rules(prepared, candidates, tokens_of(prepared))[0])
 
 
 #: The sign reported when only the word model found the letter urgent.
@@ -327,9 +329,9 @@ def assess(subject: str, text: str) -> CrisisAssessment:
     categories found; neither holds letter text. Biased towards recall:
     negation and hedging never cancel a sign. Never raises on str input.
     """
-    prepared, words, sequence = _prepare_with_words(subject, text)
+    prepared, candidates = _read(subject, text)
     tokens = tokens_of(prepared)
-    found, signs = _rules(prepared, words, sequence, tokens)
+    found, signs = _rules(prepared, candidates, tokens)
     if not found and signs & _ASKS_MODEL:
         model = load_model()
         if model is not None and model.flags(features_of(prepared, signs, tokens=tokens)):

@@ -96,17 +96,25 @@ class PatternIndex:
     def __init__(self, patterns: list[str] | tuple[str, ...], common: frozenset[str] = COMMON_WORDS) -> None:
         #: Patterns the analysis found nothing for: always candidates.
         self.unindexed: tuple[int, ...] = ()
-        #: (pattern, phrase) for phrases without a whole word, tested with ``in``.
-        self.scanned: list[tuple[int, str]] = []
+        #: (pattern, phrase, its pieces of words) for phrases without a whole word.
+        self.scanned: list[tuple[int, str, frozenset[str], bool]] = []
         #: word -> (pattern, all whole words of the phrase, phrase)
         self.by_word: dict[str, list[tuple[int, frozenset[str], str]]] = {}
         #: (word, next word) -> (pattern, all whole words of the phrase, phrase)
         self.by_pair: dict[tuple[str, str], list[tuple[int, frozenset[str], str]]] = {}
-        #: pattern -> its other sets, each as ((whole words, phrase), ...)
-        self.also_needed: dict[int, tuple[tuple[tuple[frozenset[str], str], ...], ...]] = {}
+        #: pattern -> its other sets, each as ((whole words, phrase, its pieces of words, exact), ...)
+        self.also_needed: dict[int, tuple[tuple[tuple[frozenset[str], str, frozenset[str], bool], ...], ...]] = {}
 
         def rarity(word: str) -> tuple[bool, int, str]:
             return (word not in common, len(word), word)
+
+        def looked_for(phrase: str) -> tuple[frozenset[str], bool]:
+            # The runs of \w of a phrase that must be inside some word of the
+            # text (the short ones are left out: they are in nearly every
+            # letter); and whether that alone says the phrase is there (the
+            # phrase is one such run).
+            runs = frozenset(run for run in _WORD.findall(phrase) if len(run) >= _MIN_FRAGMENT)
+            return runs, runs == {phrase}
 
         unindexed = []
         for index, pattern in enumerate(patterns):
@@ -124,17 +132,23 @@ class PatternIndex:
                 elif words:
                     self.by_word.setdefault(max(words, key=rarity), []).append(entry)
                 else:
-                    self.scanned.append((index, phrase))
+                    self.scanned.append((index, phrase, *looked_for(phrase)))
             if len(pieces) > 1:
                 # Cheapest first: a phrase with whole words is mostly ruled out
                 # by the set of words, one without must be looked for in the text.
                 others = [
-                    tuple(sorted(((words, phrase) for phrase, words in piece.items()), key=lambda e: (not e[0], e[1])))
+                    tuple(sorted(
+                        ((words, phrase, *looked_for(phrase)) for phrase, words in piece.items()),
+                        key=lambda e: (not e[0], e[1]),
+                    ))
                     for piece in pieces[1:]
                 ]
-                self.also_needed[index] = tuple(sorted(others, key=lambda piece: (sum(not w for w, _ in piece), len(piece))))
+                self.also_needed[index] = tuple(sorted(others, key=lambda piece: (sum(not e[0] for e in piece), len(piece))))
         self.unindexed = tuple(unindexed)
         self._pair_keys = frozenset(self.by_pair)
+        fragments = {run for entry in self.scanned for run in entry[2]}
+        fragments.update(run for pieces in self.also_needed.values() for piece in pieces for e in piece for run in e[2])
+        self._fragments_in = _FragmentsIn(frozenset(fragments))
 
     def candidates(self, text: str, words: set[str] | None = None, sequence: list[str] | None = None) -> set[int]:
         """Indexes of the patterns that could match ``text``.
@@ -150,27 +164,65 @@ class PatternIndex:
         ruled_out: set[int] = set()
         also_needed = self.also_needed
         by_word, by_pair = self.by_word, self.by_pair
+        # The pieces of words (runs of \w) of phrases without a whole word that are inside some word of the text.
+        inside = set().union(*map(self._fragments_in.__getitem__, words))
         filed = [by_word[word] for word in words.intersection(by_word)]
         filed += [by_pair[pair] for pair in self._pair_keys.intersection(zip(sequence, sequence[1:]))]
         for entries in filed:
             for index, needed, phrase in entries:
                 if index not in found and index not in ruled_out and needed <= words and phrase in text:
-                    if index not in also_needed or _each_present(also_needed[index], text, words):
+                    if index not in also_needed or _each_present(also_needed[index], text, words, inside):
                         found.add(index)
                     else:
                         ruled_out.add(index)
-        for index, phrase in self.scanned:
-            if index not in found and index not in ruled_out and phrase in text:
-                if index not in also_needed or _each_present(also_needed[index], text, words):
+        for index, phrase, runs, exact in self.scanned:
+            if index not in found and index not in ruled_out and runs <= inside and (exact or phrase in text):
+                if index not in also_needed or _each_present(also_needed[index], text, words, inside):
                     found.add(index)
                 else:
                     ruled_out.add(index)
         return found
 
 
-def _each_present(pieces, text: str, words: set[str]) -> bool:
-    """Whether ``text`` has a phrase of each of ``pieces`` (sets of (whole words, phrase))."""
-    return all(any(needed <= words and phrase in text for needed, phrase in piece) for piece in pieces)
+#: Runs of \w shorter than this are not looked up inside the text's words.
+_MIN_FRAGMENT = 3
+
+
+class _FragmentsIn(dict):
+    """word -> the fragments (runs of \\w from phrases) that occur inside it; filled as words are met.
+
+    A run of ``\\w`` in a phrase lies, wherever the phrase occurs, inside one
+    word of the text, so a phrase whose runs are not all inside the text's
+    words is not in the text, and a phrase that is a single run is in it
+    exactly when that run is inside one of its words. Looking that up per word
+    (kept, up to a bound) replaces a search of the whole letter per phrase.
+    """
+
+    def __init__(self, fragments: frozenset[str]) -> None:
+        super().__init__()
+        self.fragments = fragments
+        self.longest = max(map(len, fragments), default=0)
+
+    def __missing__(self, word: str) -> frozenset[str]:
+        fragments, longest, size = self.fragments, self.longest, len(word)
+        if size * min(size, longest) <= len(fragments):
+            inside = frozenset(
+                word[i:j] for i in range(size) for j in range(i + _MIN_FRAGMENT, min(size, i + longest) + 1)
+                if word[i:j] in fragments
+            )
+        else:
+            inside = frozenset(fragment for fragment in fragments if fragment in word)
+        if len(self) < 65536:
+            self[word] = inside
+        return inside
+
+
+def _each_present(pieces, text: str, words: set[str], inside: set[str]) -> bool:
+    """Whether ``text`` has a phrase of each of ``pieces`` (see :attr:`PatternIndex.also_needed`)."""
+    return all(
+        any(needed <= words and runs <= inside and (exact or phrase in text) for needed, phrase, runs, exact in piece)
+        for piece in pieces
+    )
 
 
 def required_phrases(pattern: str) -> dict[str, frozenset[str]] | None:
