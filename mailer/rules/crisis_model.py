@@ -40,7 +40,7 @@ def features_of(prepared: str, signs: Iterable[str] = (), *, tokens: list[str] |
     """
     words = tokens_of(prepared) if tokens is None else tokens
     found = set(words)
-    found.update(f"{a} {b}" for a, b in zip(words, words[1:]))
+    found.update(map(" ".join, zip(words, words[1:])))  # "a b", as f"{a} {b}" would, without a Python loop
     found.update(f"sign:{sign}" for sign in signs)
     return found
 

@@ -165,6 +165,10 @@ class Vocabulary:
                     for word in words:
                         node = node.setdefault(word, {})
                     node.setdefault(kind, set()).add(category.id)
+        #: The key of a near phrase's first part -> the numbers of the near phrases it begins.
+        self._near_by_first: dict[str, list[int]] = {}
+        for number, (_category, first, _second) in enumerate(self._near):
+            self._near_by_first.setdefault(first, []).append(number)
         # What a phrase can begin with: a first word that is a whole phrase,
         # or a first word and what may follow it (a second word, a number,
         # or a filler stepped over). Nothing else can start a match.
@@ -217,12 +221,13 @@ class Vocabulary:
         return self._collect(tokens, self._starts(tokens))
 
     def matches_walking_every_word(self, tokens: list[str]) -> dict[str, list[tuple[int, int]]]:
-        """:meth:`matches` the slow, plain way: the trie walked from every word it has a branch for."""
+        """:meth:`matches` the slow, plain way: the trie walked from every word it has a branch for,
+        and every near phrase looked at."""
         trie = self._trie
         return self._collect(tokens, [
             start for start, token in enumerate(tokens)
             if token in trie or (NUMBER in trie and _is_number(token))
-        ])
+        ], plain=True)
 
     def _starts(self, tokens: list[str]) -> list[int]:
         """The positions a phrase could begin at, in order: where its first word and what follows are.
@@ -254,7 +259,7 @@ class Vocabulary:
                         starts.add(at)
         return sorted(starts)
 
-    def _collect(self, tokens: list[str], starts) -> dict[str, list[tuple[int, int]]]:
+    def _collect(self, tokens: list[str], starts, *, plain: bool = False) -> dict[str, list[tuple[int, int]]]:
         """Per category, the spans of the phrases found by walking the trie from each of ``starts``."""
         found: dict[str, list[tuple[int, int]]] = {}
         excluded: dict[str, list[tuple[int, int]]] = {}
@@ -263,7 +268,14 @@ class Vocabulary:
                 target = found if kind == _END else excluded
                 for category in ids:
                     target.setdefault(category, []).append((start, end))
-        for category, first, second in self._near:
+        # Only the near phrases whose first part was found (all of them, the
+        # plain way), in their order, which the spans keep.
+        near = self._near
+        numbers = range(len(near)) if plain else sorted(
+            n for key in self._near_by_first.keys() & found.keys() for n in self._near_by_first[key]
+        )
+        for number in numbers:
+            category, first, second = near[number]
             if first in found and second in found:
                 for s1, e1 in found[first]:
                     for s2, e2 in found[second]:
