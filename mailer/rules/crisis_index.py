@@ -21,6 +21,7 @@ letters, which would catch that.
 
 from __future__ import annotations
 
+import functools
 import re
 from re import _constants as _c
 from re import _parser as _sre_parse
@@ -270,8 +271,12 @@ def _whole_words(phrase: str) -> set[str]:
     return {run for run, whole in _runs(phrase) if whole}
 
 
-def _runs(phrase: str) -> list[tuple[str, bool]]:
-    """The runs of ``\\w`` in a marked phrase, in order, each with whether it is a whole word."""
+@functools.lru_cache(maxsize=65536)
+def _runs(phrase: str) -> tuple[tuple[str, bool], ...]:
+    """The runs of ``\\w`` in a marked phrase, in order, each with whether it is a whole word.
+
+    Kept: choosing the strongest piece asks about the same phrases many times.
+    """
     text = phrase.replace(_BOUNDARY, "")
     edges, offset = set(), 0
     for ch in phrase:
@@ -285,7 +290,7 @@ def _runs(phrase: str) -> list[tuple[str, bool]]:
         # Something in the phrase ends the word on each side: a non-word
         # character (the run is maximal) or a \b asserted right there.
         runs.append((run.group(), (start > 0 or 0 in edges) and (end < len(text) or end in edges)))
-    return runs
+    return tuple(runs)
 
 
 def _neighbour_words(marked: frozenset[str]) -> dict[str, frozenset[tuple[str, str]]]:
@@ -314,7 +319,7 @@ def _required_marked(pattern: str) -> list[frozenset[str]]:
     if parsed.state.flags & (re.IGNORECASE | re.ASCII | re.LOCALE):
         return []
     _exact, pieces = _sequence(parsed)
-    useful = {frozenset(piece) for piece in pieces if _strength(piece)[0] > 0}
+    useful = {frozenset(piece) for piece in pieces if _useful(piece)}
     return sorted(useful, key=lambda piece: (_strength(piece), sorted(piece)), reverse=True)
 
 
@@ -359,7 +364,7 @@ def _sequence(items, start: set[str] | None = None) -> tuple[set[str] | None, li
     if exact_all:
         return current, [current]
     pieces.append(current)
-    return None, [piece for piece in pieces if _strength(piece)[0] > 0]
+    return None, [piece for piece in pieces if _useful(piece)]
 
 
 def _branch(alternatives, prefix: set[str] | None = None) -> tuple[set[str] | None, list[set[str]]]:
@@ -382,6 +387,11 @@ def _branch(alternatives, prefix: set[str] | None = None) -> tuple[set[str] | No
     return None, [required]
 
 
+def _useful(phrases: set[str]) -> bool:
+    """Whether a piece says anything: it has phrases, and none of them is empty (``_strength(...)[0]``)."""
+    return bool(phrases) and all(p.replace(_BOUNDARY, "") for p in phrases)
+
+
 def _strength(phrases: set[str]) -> tuple[int, int, int, int]:
     """How good a piece is to index a pattern by; (0, ...) when it is no use at all.
 
@@ -389,7 +399,7 @@ def _strength(phrases: set[str]) -> tuple[int, int, int, int]:
     phrases up costs nothing until their word turns up), then the shortest
     phrase is long, then there are few phrases.
     """
-    if not phrases or any(not p.replace(_BOUNDARY, "") for p in phrases):
+    if not _useful(phrases):
         return (0, 0, 0, 0)
     word = min(
         max((len(w) for w in _whole_words(p) if w not in COMMON_WORDS), default=0) for p in phrases
