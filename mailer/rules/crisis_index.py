@@ -97,25 +97,17 @@ class PatternIndex:
     def __init__(self, patterns: list[str] | tuple[str, ...], common: frozenset[str] = COMMON_WORDS) -> None:
         #: Patterns the analysis found nothing for: always candidates.
         self.unindexed: tuple[int, ...] = ()
-        #: (pattern, phrase, its pieces of words) for phrases without a whole word.
-        self.scanned: list[tuple[int, str, frozenset[str], bool]] = []
+        #: (pattern, its phrases without a whole word as a piece) for phrases looked for in every text.
+        self.scanned: list[tuple[int, _Piece]] = []
         #: word -> (pattern, all whole words of the phrase, phrase)
         self.by_word: dict[str, list[tuple[int, frozenset[str], str]]] = {}
         #: (word, next word) -> (pattern, all whole words of the phrase, phrase)
         self.by_pair: dict[tuple[str, str], list[tuple[int, frozenset[str], str]]] = {}
-        #: pattern -> its other sets, each as ((whole words, phrase, its pieces of words, exact), ...)
-        self.also_needed: dict[int, tuple[tuple[tuple[frozenset[str], str, frozenset[str], bool], ...], ...]] = {}
+        #: pattern -> its other sets of phrases, each as a piece (see :func:`_piece`)
+        self.also_needed: dict[int, tuple[_Piece, ...]] = {}
 
         def rarity(word: str) -> tuple[bool, int, str]:
             return (word not in common, len(word), word)
-
-        def looked_for(phrase: str) -> tuple[frozenset[str], bool]:
-            # The runs of \w of a phrase that must be inside some word of the
-            # text (the short ones are left out: they are in nearly every
-            # letter); and whether that alone says the phrase is there (the
-            # phrase is one such run).
-            runs = frozenset(run for run in _WORD.findall(phrase) if len(run) >= _MIN_FRAGMENT)
-            return runs, runs == {phrase}
 
         unindexed = []
         for index, pattern in enumerate(patterns):
@@ -125,6 +117,7 @@ class PatternIndex:
                 continue
             pieces = [_phrases(piece) for piece in marked]
             pairs_of = _neighbour_words(marked[0])
+            scanned = {}
             for phrase, words in pieces[0].items():
                 entry = (index, words, phrase)
                 if pairs_of[phrase]:
@@ -133,22 +126,17 @@ class PatternIndex:
                 elif words:
                     self.by_word.setdefault(max(words, key=rarity), []).append(entry)
                 else:
-                    self.scanned.append((index, phrase, *looked_for(phrase)))
+                    scanned[phrase] = words
+            if scanned:
+                self.scanned.append((index, _piece(scanned)))
             if len(pieces) > 1:
-                # Cheapest first: a phrase with whole words is mostly ruled out
-                # by the set of words, one without must be looked for in the text.
-                others = [
-                    tuple(sorted(
-                        ((words, phrase, *looked_for(phrase)) for phrase, words in piece.items()),
-                        key=lambda e: (not e[0], e[1]),
-                    ))
-                    for piece in pieces[1:]
-                ]
-                self.also_needed[index] = tuple(sorted(others, key=lambda piece: (sum(not e[0] for e in piece), len(piece))))
+                # Cheapest first: the fewer phrases that must be looked for in the text, the better.
+                others = [_piece(piece) for piece in pieces[1:]]
+                self.also_needed[index] = tuple(sorted(others, key=lambda p: (sum(not e[0] for e in p[1]), len(p[1]))))
         self.unindexed = tuple(unindexed)
         self._pair_keys = frozenset(self.by_pair)
-        fragments = {run for entry in self.scanned for run in entry[2]}
-        fragments.update(run for pieces in self.also_needed.values() for piece in pieces for e in piece for run in e[2])
+        fragments = {run for _index, (_gate, entries) in self.scanned for e in entries for run in e[2]}
+        fragments.update(run for pieces in self.also_needed.values() for _gate, entries in pieces for e in entries for run in e[2])
         self._fragments_in = _FragmentsIn(frozenset(fragments))
 
     def candidates(self, text: str, words: set[str] | None = None, sequence: list[str] | None = None) -> set[int]:
@@ -165,7 +153,7 @@ class PatternIndex:
         ruled_out: set[int] = set()
         also_needed = self.also_needed
         by_word, by_pair = self.by_word, self.by_pair
-        # The pieces of words (runs of \w) of phrases without a whole word that are inside some word of the text.
+        # The runs of \w from phrases looked for in every text that are inside some word of this one.
         inside = set().union(*map(self._fragments_in.__getitem__, words))
         filed = [by_word[word] for word in words.intersection(by_word)]
         filed += [by_pair[pair] for pair in self._pair_keys.intersection(zip(sequence, sequence[1:]))]
@@ -176,13 +164,44 @@ class PatternIndex:
                         found.add(index)
                     else:
                         ruled_out.add(index)
-        for index, phrase, runs, exact in self.scanned:
-            if index not in found and index not in ruled_out and runs <= inside and (exact or phrase in text):
+        for index, piece in self.scanned:
+            if index not in found and index not in ruled_out and _each_present((piece,), text, words, inside):
                 if index not in also_needed or _each_present(also_needed[index], text, words, inside):
                     found.add(index)
                 else:
                     ruled_out.add(index)
         return found
+
+
+#: A set of phrases of which a text must have one: (gate, ((whole words, phrase, runs, exact), ...)).
+#: ``runs``: the phrase's runs of \w long enough to look up inside the text's words; ``exact``: the
+#: phrase is one such run, so finding it inside a word is finding the phrase. ``gate``: the longest
+#: run of every phrase (None when a phrase has none): a text without any of them has none of the phrases.
+_Piece = tuple[frozenset[str] | None, tuple[tuple[frozenset[str], str, frozenset[str], bool], ...]]
+
+
+def _piece(phrases: dict[str, frozenset[str]]) -> _Piece:
+    """One set of phrases (phrase -> its whole words) made ready for :func:`_each_present`."""
+    entries = []
+    for phrase, words in phrases.items():
+        runs = frozenset(run for run in _WORD.findall(phrase) if len(run) >= _MIN_FRAGMENT)
+        entries.append((words, phrase, runs, runs == {phrase}))
+    # A phrase with whole words is mostly ruled out by the set of words; one without must be looked for.
+    entries.sort(key=lambda e: (not e[0], e[1]))
+    gate = frozenset(max(e[2], key=lambda r: (len(r), r)) for e in entries) if all(e[2] for e in entries) else None
+    return gate, tuple(entries)
+
+
+def _each_present(pieces: tuple[_Piece, ...], text: str, words: set[str], inside: set[str]) -> bool:
+    """Whether ``text`` has a phrase of each of ``pieces`` (``words``: its words, ``inside``: the runs inside them)."""
+    for gate, entries in pieces:
+        if gate is not None and gate.isdisjoint(inside):
+            return False
+        if not any(
+            needed <= words and runs <= inside and (exact or phrase in text) for needed, phrase, runs, exact in entries
+        ):
+            return False
+    return True
 
 
 #: Runs of \w shorter than this are not looked up inside the text's words.
@@ -213,17 +232,9 @@ class _FragmentsIn(dict):
             )
         else:
             inside = frozenset(fragment for fragment in fragments if fragment in word)
-        if len(self) < 65536:
+        if len(self) < 32768:
             self[word] = inside
         return inside
-
-
-def _each_present(pieces, text: str, words: set[str], inside: set[str]) -> bool:
-    """Whether ``text`` has a phrase of each of ``pieces`` (see :attr:`PatternIndex.also_needed`)."""
-    return all(
-        any(needed <= words and runs <= inside and (exact or phrase in text) for needed, phrase, runs, exact in piece)
-        for piece in pieces
-    )
 
 
 def required_phrases(pattern: str) -> dict[str, frozenset[str]] | None:

@@ -98,7 +98,7 @@ class _Folded(dict):
 
     def __missing__(self, word: str) -> str:
         stem = fold(word)
-        if len(self) < 65536:
+        if len(self) < 32768:
             self[word] = stem
         return stem
 
