@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.rules import crisis
+from mailer.rules.crisis_index import NearPhrases
 from mailer.rules.crisis_patterns import DANGER_PATTERNS, GUARDS, SELF_HARM_PATTERNS, SUICIDE_PATTERNS
 from mailer.rules.signs import FILLERS, NUMBER, fold, load_vocabulary, tokens_of
 
@@ -121,3 +122,13 @@ def test_tokens_are_the_folded_runs_of_word_characters_without_apostrophes(text)
     expected = [fold(w) for w in re.findall(r"\w+", text.replace("'", ""))]
     assert tokens_of(text) == expected
     assert tokens_of(text) == expected  # the second time from the table of words already folded
+
+
+@pytest.mark.parametrize("rx", _ALL_PATTERNS[: -len(GUARDS)])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_each_pattern_searched_near_its_phrases_answers_as_a_search_of_the_whole_letter(rx, data):
+    pattern = re.compile(rx)
+    parts = data.draw(st.lists(st.one_of(st.from_regex(pattern, fullmatch=True), _PIECE, _GLUE), max_size=8))
+    text = crisis._normalise(" ".join(parts))
+    assert NearPhrases(rx).search(text) == (pattern.search(text) is not None)

@@ -43,7 +43,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from mailer.rules.crisis_index import PatternIndex
+from mailer.rules.crisis_index import NearPhrases, PatternIndex
 from mailer.rules.crisis_patterns import DANGER_PATTERNS, GUARDS, SELF_HARM_PATTERNS, SUICIDE_PATTERNS
 from mailer.rules.crisis_model import features_of, load_model
 from mailer.rules.signs import load_vocabulary, tokens_of
@@ -169,6 +169,7 @@ _NUMBERED_SOURCES = tuple(
 def warm_up() -> None:
     """Build the prefilter and read the sign vocabulary now rather than on the first letter."""
     _index()
+    _searchers()
     load_vocabulary()
     load_model()
 
@@ -275,8 +276,10 @@ def judge_signs(signs: set[str] | frozenset[str]) -> bool:
     return "time" in weak and bool(weak & TIME_PARTNERS)
 
 
-#: Every pattern with its category, numbered as the prefilter numbers them.
-_NUMBERED = tuple((category, pattern) for category, patterns in _PATTERNS for _name, pattern in patterns)
+@functools.cache
+def _searchers() -> tuple[tuple[str, NearPhrases], ...]:
+    """Every pattern with its category, numbered as the prefilter numbers them, searched near its phrases."""
+    return tuple((category, NearPhrases(rx)) for category, rx in _NUMBERED_SOURCES)
 
 
 def _rules(prepared: str, candidates: set[int], tokens: list[str]) -> tuple[set[str], frozenset[str]]:
@@ -287,9 +290,10 @@ def _rules(prepared: str, candidates: set[int], tokens: list[str]) -> tuple[set[
     found needs no other of its patterns searched.
     """
     found: set[str] = set()
+    searchers = _searchers()
     for number in sorted(candidates):
-        category, pattern = _NUMBERED[number]
-        if category not in found and pattern.search(prepared):
+        category, searcher = searchers[number]
+        if category not in found and searcher.search(prepared):
             found.add(category)
     return _with_signs(found, load_vocabulary().matches(tokens))
 

@@ -26,7 +26,7 @@ import re
 from re import _constants as _c
 from re import _parser as _sre_parse
 
-__all__ = ["PatternIndex", "required_phrases", "required_pieces", "words_of", "word_sequence", "NonWordsToSpaces", "COMMON_WORDS"]
+__all__ = ["PatternIndex", "required_phrases", "required_pieces", "words_of", "word_sequence", "NearPhrases", "NonWordsToSpaces", "COMMON_WORDS"]
 
 #: Exact alternatives are multiplied out up to this many strings, then cut.
 _MAX_EXACT = 64
@@ -321,17 +321,99 @@ def _neighbour_words(marked: frozenset[str]) -> dict[str, frozenset[tuple[str, s
     return {text: frozenset(found) for text, found in pairs.items()}
 
 
-def _required_marked(pattern: str) -> list[frozenset[str]]:
-    """Sets of phrases (with ``\\b`` markers), strongest first, each of which every match contains one of."""
+@functools.lru_cache(maxsize=1024)
+def _required_marked(pattern: str) -> tuple[frozenset[str], ...]:
+    """Sets of phrases (with ``\\b`` markers), strongest first, each of which every match contains one of.
+
+    Kept: the index and :class:`NearPhrases` both ask about the same patterns.
+    """
     try:
         parsed = _sre_parse.parse(pattern)
     except re.error:
-        return []
+        return ()
     if parsed.state.flags & (re.IGNORECASE | re.ASCII | re.LOCALE):
-        return []
+        return ()
     _exact, pieces = _sequence(parsed)
     useful = {frozenset(piece) for piece in pieces if _useful(piece)}
-    return sorted(useful, key=lambda piece: (_strength(piece), sorted(piece)), reverse=True)
+    return tuple(sorted(useful, key=lambda piece: (_strength(piece), sorted(piece)), reverse=True))
+
+
+class NearPhrases:
+    """A pattern searched only around the places where a phrase every match contains occurs.
+
+    ``re`` tries a pattern at every position of a letter. When every match is
+    at most ``width`` characters long and contains one of a few phrases, a
+    match can only start between ``width`` characters before the end of an
+    occurrence and its start; only there is the pattern tried, with the text
+    cut off where nothing the pattern can look at (its lookaheads included)
+    reaches. A match found there counts only if it starts no later than the
+    occurrence (further on, the cut could have made it), so the answer is
+    the same as searching the whole letter. A pattern without such a bound
+    or phrases, or a letter where the phrases occur often, is searched whole.
+    """
+
+    #: Longest reach (match and lookaheads, in characters) worth searching around phrases.
+    MAX_REACH = 400
+    #: Beyond this many occurrences a single search of the whole letter is cheaper.
+    MAX_OCCURRENCES = 8
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = re.compile(pattern)
+        self.phrases: tuple[str, ...] = ()
+        self.width = self.reach = 0
+        pieces = required_pieces(pattern)
+        parsed = _sre_parse.parse(pattern)
+        width, ahead = parsed.getwidth()[1], _lookahead_width(parsed)
+        if pieces and ahead is not None and width + ahead <= self.MAX_REACH:
+            self.phrases = tuple(sorted(pieces[0]))
+            # +2: a \b or $ just after the last character looked at still sees the real text.
+            self.width, self.reach = width, width + ahead + 2
+
+    def search(self, text: str) -> bool:
+        """Whether the pattern matches anywhere in ``text`` (``re.search``, searched less)."""
+        if not self.phrases:
+            return self.pattern.search(text) is not None
+        places = []
+        for phrase in self.phrases:
+            at = text.find(phrase)
+            while at >= 0:
+                places.append((at, len(phrase)))
+                if len(places) > self.MAX_OCCURRENCES:
+                    return self.pattern.search(text) is not None
+                at = text.find(phrase, at + 1)
+        search, width, reach, size = self.pattern.search, self.width, self.reach, len(text)
+        for at, length in places:
+            found = search(text, max(0, at + length - width), min(size, at + reach))
+            if found is not None and found.start() <= at:
+                return True
+        return False
+
+
+def _lookahead_width(parsed) -> int | None:
+    """An upper bound on how far past a match the pattern's lookaheads read (None: no bound, or unsure)."""
+    total = 0
+    stack = [parsed]
+    while stack:
+        for op, av in stack.pop():
+            if op in (_c.ASSERT, _c.ASSERT_NOT):
+                direction, sub = av
+                if direction > 0:
+                    ahead = sub.getwidth()[1]
+                    if ahead >= _c.MAXREPEAT:
+                        return None
+                    total += ahead
+                stack.append(sub)
+            elif op is _c.SUBPATTERN:
+                stack.append(av[3])
+            elif op is _c.BRANCH:
+                stack.extend(av[1])
+            elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+                stack.append(av[2])
+            elif op is _c.ATOMIC_GROUP:
+                stack.append(av)
+            elif op in (_c.GROUPREF_EXISTS, _c.GROUPREF, _c.GROUPREF_IGNORE):
+                return None
+    return total
 
 
 # Each node is summarised as (exact, pieces): ``exact`` is the finite set of
