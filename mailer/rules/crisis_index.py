@@ -322,13 +322,19 @@ def _neighbour_words(marked: frozenset[str]) -> dict[str, frozenset[tuple[str, s
 
 
 @functools.lru_cache(maxsize=1024)
+def _parsed(pattern: str):
+    """``re``'s parse tree of ``pattern``, read once (the analysis only reads it)."""
+    return _sre_parse.parse(pattern)
+
+
+@functools.lru_cache(maxsize=1024)
 def _required_marked(pattern: str) -> tuple[frozenset[str], ...]:
     """Sets of phrases (with ``\\b`` markers), strongest first, each of which every match contains one of.
 
     Kept: the index and :class:`NearPhrases` both ask about the same patterns.
     """
     try:
-        parsed = _sre_parse.parse(pattern)
+        parsed = _parsed(pattern)
     except re.error:
         return ()
     if parsed.state.flags & (re.IGNORECASE | re.ASCII | re.LOCALE):
@@ -361,11 +367,13 @@ class NearPhrases:
         self.pattern = re.compile(pattern)
         self.phrases: tuple[str, ...] = ()
         self.width = self.reach = 0
-        pieces = required_pieces(pattern)
-        parsed = _sre_parse.parse(pattern)
+        marked = _required_marked(pattern)
+        if not marked:
+            return
+        parsed = _parsed(pattern)
         width, ahead = parsed.getwidth()[1], _lookahead_width(parsed)
-        if pieces and ahead is not None and width + ahead <= self.MAX_REACH:
-            self.phrases = tuple(sorted(pieces[0]))
+        if ahead is not None and width + ahead <= self.MAX_REACH:
+            self.phrases = tuple(sorted(_phrases(marked[0])))
             # +2: a \b or $ just after the last character looked at still sees the real text.
             self.width, self.reach = width, width + ahead + 2
 
