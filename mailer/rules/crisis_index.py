@@ -135,6 +135,7 @@ class PatternIndex:
                 self.also_needed[index] = tuple(sorted(others, key=lambda p: (sum(not e[0] for e in p[1]), len(p[1]))))
         self.unindexed = tuple(unindexed)
         self._pair_keys = frozenset(self.by_pair)
+        self._word_keys = frozenset(self.by_word)
         fragments = {run for _index, (_gate, entries) in self.scanned for e in entries for run in e[2]}
         fragments.update(run for pieces in self.also_needed.values() for _gate, entries in pieces for e in entries for run in e[2])
         self._fragments_in = _FragmentsIn(frozenset(fragments))
@@ -155,7 +156,7 @@ class PatternIndex:
         by_word, by_pair = self.by_word, self.by_pair
         # The runs of \w from phrases looked for in every text that are inside some word of this one.
         inside = set().union(*map(self._fragments_in.__getitem__, words))
-        filed = [by_word[word] for word in words.intersection(by_word)]
+        filed = [by_word[word] for word in words & self._word_keys]
         filed += [by_pair[pair] for pair in self._pair_keys.intersection(zip(sequence, sequence[1:]))]
         for entries in filed:
             for index, needed, phrase in entries:
