@@ -17,11 +17,13 @@ How it works
    me", "dying to know") need no guard; the tests pin them down instead.
 3. Curated regular expressions, one named list per category, are searched.
    Every category with at least one hit is reported. Only the expressions
-   that could match are run: mailer/prefilter.py reads from each one the
-   phrases every match contains, and an expression none of whose phrases is
-   in the letter is skipped. That is exact, never a guess (the tests compare
-   it with running them all), and it makes assessing a letter 10-15 times
-   faster, since most letters contain almost none of those phrases.
+   that could match are run: mailer/rules/crisis_index.py reads from each
+   one the phrases every match contains, an expression that lacks them is
+   skipped, and one that has them is tried only around where they occur.
+   That is exact, never a guess: :func:`_assess_reference` does everything
+   the plain way (every guard and pattern over the whole letter, the sign
+   vocabulary walked from every word) and the tests hold :func:`assess` to
+   it; most letters contain almost none of those phrases.
 
 4. The warning-sign vocabulary (mailer/rules/signs.py) names the signs in
    the letter; strong ones count alone, weak ones in pairs within a sentence

@@ -3,12 +3,16 @@
 ``re`` tries a pattern at every position of a text, so a hundred patterns over
 a 1.5 kB letter cost milliseconds even when none of them can match. Nearly
 every pattern needs one of a few phrases ("kill myself", "noose", "afraid
-of my husband"): :func:`required_phrases` reads a pattern's parse tree and
-returns a set of phrases such that every match contains at least one of
-them. A text that contains none of them cannot match, and the pattern need
-not be run. :class:`PatternIndex` files the phrases under their words so
-that a text is read once into its set of words and only the phrases whose
-words are all there are looked for.
+of my husband"): :func:`required_pieces` reads a pattern's parse tree and
+returns sets of phrases such that every match contains at least one phrase
+of each set ("kill" and "myself"). A text that lacks every phrase of one set
+cannot match, and the pattern need not be run. :class:`PatternIndex` files
+the phrases under their words and pairs of neighbouring words, so that a
+text is read once into its words and only the phrases whose words are there
+are looked for. :class:`NearPhrases` runs a pattern that may match only
+around the places where such a phrase occurs, rather than over the whole
+letter. Every shortcut gives the answers of running every pattern over the
+whole text (tests/test_prefilter.py, tests/test_crisis_fast_path.py).
 
 The analysis is conservative: whatever it does not understand (classes with
 categories, negations, backreferences, case-insensitive or ASCII flags)

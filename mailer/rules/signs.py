@@ -21,7 +21,10 @@ them, so "I've been saving my pills" and "the pills I saved" both match
 without listing every word order.
 
 All phrases of all categories are kept in one trie of words, so a letter is
-read once, word by word, whatever the size of the vocabulary.
+read once, word by word, whatever the size of the vocabulary; the trie is
+walked only from the words a phrase can begin at (its first word followed by
+its second, a number or a filler), found in bulk, and each word is folded
+once per process.
 """
 
 from __future__ import annotations
