@@ -221,7 +221,8 @@ class Vocabulary:
         the same spans, in the same order, as walking from every word
         (:meth:`matches_walking_every_word`, kept to check that against).
         """
-        return self._collect(tokens, self._starts(tokens))
+        starts, numbers = self._starts(tokens)
+        return self._collect(tokens, starts, numbers=numbers)
 
     def matches_walking_every_word(self, tokens: list[str]) -> dict[str, list[tuple[int, int]]]:
         """:meth:`matches` the slow, plain way: the trie walked from every word it has a branch for,
@@ -232,8 +233,9 @@ class Vocabulary:
             if token in trie or (NUMBER in trie and _is_number(token))
         ], plain=True)
 
-    def _starts(self, tokens: list[str]) -> list[int]:
-        """The positions a phrase could begin at, in order: where its first word and what follows are.
+    def _starts(self, tokens: list[str]) -> tuple[list[int], set[str]]:
+        """The positions a phrase could begin at, in order (where its first word and what follows are);
+        and the tokens that are numbers.
 
         A walk from any other position finds nothing: every phrase needs its
         first word (or a number, for ``{n}``) and then either ends there, or
@@ -260,17 +262,50 @@ class Vocabulary:
                     if NUMBER in complete or (after is not None and (
                             (NUMBER, after) in pairs or after in FILLERS or (after in numbers and (NUMBER, NUMBER) in pairs))):
                         starts.add(at)
-        return sorted(starts)
+        return sorted(starts), numbers
 
-    def _collect(self, tokens: list[str], starts, *, plain: bool = False) -> dict[str, list[tuple[int, int]]]:
-        """Per category, the spans of the phrases found by walking the trie from each of ``starts``."""
+    def _collect(
+        self, tokens: list[str], starts, *, plain: bool = False, numbers: set[str] | None = None,
+    ) -> dict[str, list[tuple[int, int]]]:
+        """Per category, the spans of the phrases found by walking the trie from each of ``starts``.
+
+        ``numbers``: the tokens that are numbers. The plain way walks with
+        :meth:`_walk`; otherwise the same walk is written out here (no
+        generator, numbers looked up in ``numbers``), with the same spans in
+        the same order.
+        """
         found: dict[str, list[tuple[int, int]]] = {}
         excluded: dict[str, list[tuple[int, int]]] = {}
-        for start in starts:
-            for kind, ids, end in self._walk(tokens, start):
-                target = found if kind == _END else excluded
-                for category in ids:
-                    target.setdefault(category, []).append((start, end))
+        if plain or numbers is None:
+            for start in starts:
+                for kind, ids, end in self._walk(tokens, start):
+                    target = found if kind == _END else excluded
+                    for category in ids:
+                        target.setdefault(category, []).append((start, end))
+        else:
+            trie, size = self._trie, len(tokens)
+            for start in starts:
+                stack = [(trie, start)]
+                while stack:
+                    node, at = stack.pop()
+                    ids = node.get(_END)
+                    if ids is not None:
+                        for category in ids:
+                            found.setdefault(category, []).append((start, at))
+                    ids = node.get(_EXCLUDE)
+                    if ids is not None:
+                        for category in ids:
+                            excluded.setdefault(category, []).append((start, at))
+                    if at >= size:
+                        continue
+                    token = tokens[at]
+                    child = node.get(token)
+                    if child is not None:
+                        stack.append((child, at + 1))
+                    if token in numbers and NUMBER in node:
+                        stack.append((node[NUMBER], at + 1))
+                    if child is None and token in FILLERS and node is not trie:
+                        stack.append((node, at + 1))  # as in _walk: a filler is stepped over
         # Only the near phrases whose first part was found (all of them, the
         # plain way), in their order, which the spans keep.
         near = self._near
