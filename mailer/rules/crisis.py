@@ -204,7 +204,7 @@ def _read(subject: str, text: str, *, prefilter: bool = True) -> tuple[str, set[
     return combined, {number - guards for number in candidates if number >= guards}
 
 
-def _candidates(prepared: str, candidates: set[int] | None) -> _Patterns:
+def _candidates(candidates: set[int] | None) -> _Patterns:
     """Per category, the patterns numbered in ``candidates`` (all of them for None).
 
     Searching all 123 expressions over a letter took 5 ms. Every match of a
@@ -235,7 +235,7 @@ def _explain(subject: str, text: str, *, prefilter: bool = True) -> list[tuple[s
     prepared, candidates = _read(subject, text, prefilter=prefilter)
     return [
         (category, name)
-        for category, patterns in _candidates(prepared, candidates)
+        for category, patterns in _candidates(candidates)
         for name, pattern in patterns
         if pattern.search(prepared)
     ]

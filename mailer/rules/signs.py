@@ -30,13 +30,12 @@ once per process.
 from __future__ import annotations
 
 import functools
-import re
 import tomllib
 from dataclasses import dataclass
 from itertools import compress
+from pathlib import Path
 
 from mailer.rules.crisis_index import NonWordsToSpaces
-from pathlib import Path
 
 __all__ = ["SignCategory", "Vocabulary", "load_vocabulary", "tokens_of", "SIGNS_DIR"]
 
@@ -44,7 +43,6 @@ SIGNS_DIR = Path(__file__).resolve().parent.parent / "data" / "signs"
 
 #: The placeholder for a number in a phrase.
 NUMBER = "{n}"
-_WORD = re.compile(r"\w+")
 _NUMBER_WORDS = frozenset(
     "a an one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
@@ -309,10 +307,10 @@ class Vocabulary:
         # Only the near phrases whose first part was found (all of them, the
         # plain way), in their order, which the spans keep.
         near = self._near
-        numbers = range(len(near)) if plain else sorted(
+        looked_at = range(len(near)) if plain else sorted(
             n for key in self._near_by_first.keys() & found.keys() for n in self._near_by_first[key]
         )
-        for number in numbers:
+        for number in looked_at:
             category, first, second = near[number]
             if first in found and second in found:
                 for s1, e1 in found[first]:
