@@ -7,6 +7,7 @@ Run from the repository root:
     python bench/crisis.py --train              # refit the word model (mailer/data/crisis_model.toml)
     python bench/crisis.py --db mailer.db       # ... and the corrections kept in an archive
     python bench/crisis.py --db mailer.db --only-corrections
+    python bench/crisis.py --speed              # CPU a letter, and assess() checked against the plain way
 
 The development set (tests/data/crisis_cases.toml) and the tuning part of
 dev2 (tests/data/crisis_dev2.toml, by an independent author) are what the
@@ -32,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mailer.rules import crisis  # noqa: E402
 from mailer.rules.crisis import WEAK, _explain, _prepare, _sign_matches, assess, rules_urgent  # noqa: E402
 from mailer.rules.crisis_model import MODEL_PATH, WordModel, features_of  # noqa: E402
 from mailer.rules.crisis_model import train as train_words  # noqa: E402
@@ -242,6 +244,52 @@ def corrections(db_path: Path) -> int:
     return 0
 
 
+def speed(passes: int = 5) -> int:
+    """CPU a letter of assess() on the ingest bench's letters and on the realistic letters, and a check.
+
+    Each set is assessed once in this fresh process (the first pass: the
+    tables of words already folded or looked up start empty, as in a service
+    just started; only warm_up() before), then ``passes`` times more (best
+    shown). Then every letter is assessed the plain way
+    (crisis._assess_reference) and must get the same answer. The blind set
+    is not used.
+    """
+    sys.path.insert(0, str(ROOT / "bench"))
+    import email
+    import email.policy
+
+    from ingest import make_letters
+
+    def bench_letters(seed: int) -> list[tuple[str, str]]:
+        letters = []
+        for _sender, raw in make_letters(300, seed=seed):
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            letters.append((str(message["subject"]), message.get_body(("plain",)).get_content()))
+        return letters
+
+    realistic = [(c.get("subject", ""), c["text"]) for c in load_cases() + load_cases(DEV2)]
+    for path in (ROOT / "bench" / "data" / "relevance_dev2.toml", RELEVANCE_LETTERS):
+        with path.open("rb") as fh:
+            realistic += [(x.get("subject", ""), x["body"]) for x in tomllib.load(fh)["letter"]]
+    sets = {"ingest bench, seed 9": bench_letters(9), "ingest bench, seed 3": bench_letters(3),
+            "realistic letters": realistic}
+    started = time.process_time()
+    crisis.warm_up()
+    print(f"warm_up: {1000 * (time.process_time() - started):.0f} ms of CPU")
+    print(f"{'letters':24}{'count':>7}{'first pass':>12}{'best of ' + str(passes):>12}   ms of CPU a letter")
+    for title, letters in sets.items():
+        timings = []
+        for _ in range(passes + 1):
+            started = time.process_time()
+            for subject, body in letters:
+                assess(subject, body)
+            timings.append(1000 * (time.process_time() - started) / len(letters))
+        print(f"{title:24}{len(letters):>7}{timings[0]:>12.3f}{min(timings[1:]):>12.3f}")
+    differ = sum(assess(s, b) != crisis._assess_reference(s, b) for letters in sets.values() for s, b in letters)
+    print(f"assess() differs from the plain way on {differ} of {sum(map(len, sets.values()))} letters")
+    return 1 if differ else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the figures; list the development set's errors; report an archive's corrections with --db."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -253,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="list this set's errors too (never the held-out part or the blind set)")
     parser.add_argument("--train", action="store_true",
                         help=f"retrain the word model on the development letters and write {MODEL_PATH.name}")
+    parser.add_argument("--speed", action="store_true",
+                        help="CPU a letter of assess() (first pass and best), checked against the plain way")
     args = parser.parse_args(argv)
+    if args.speed:
+        return speed()
     if args.train:
         model = train_model()
         MODEL_PATH.write_text(model.to_toml(), encoding="utf-8")

@@ -309,11 +309,11 @@ def test_prefilter_changes_no_answer_on_the_labelled_and_realistic_letters():
 def test_every_crisis_letter_fires_some_pattern_through_the_prefilter():
     # The labelled crisis letters, one pattern at a time: the pattern that
     # fires on the full search is a candidate of the prefilter too.
-    index = crisis._indexes()[1]
+    index, guards = crisis._index(), len(crisis.GUARDS)  # the guards come first in the index
     compiled = [pattern for _category, patterns in crisis._PATTERNS for _name, pattern in patterns]
     for case in _load_cases():
         prepared = crisis._prepare(case.get("subject", ""), case["text"])
-        candidates = index.candidates(prepared)
+        candidates = {number - guards for number in index.candidates(prepared) if number >= guards}
         fired = {number for number, pattern in enumerate(compiled) if pattern.search(prepared)}
         assert fired <= candidates, case["id"]
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.rules.crisis_index import PatternIndex, required_phrases, words_of
+from mailer.rules.crisis_index import NearPhrases, PatternIndex, required_phrases, required_pieces, words_of
 
 # Patterns chosen to exercise each part of the analysis.
 TRICKY = {
@@ -57,6 +57,16 @@ def test_a_case_insensitive_part_counts_for_nothing_but_the_rest_does():
     assert 0 in PatternIndex([r"(?i:kill) me\b"]).candidates("KILL me")
 
 
+def test_every_piece_a_match_needs_is_checked_not_only_the_strongest():
+    # "self" and one of the endings are both needed: "self-care" has the one
+    # and not the other, so the pattern is not searched.
+    pattern = r"\bself[- ]?(?:harm\w*|injur\w*)\b"
+    assert [set(piece) for piece in required_pieces(pattern)] == [{"harm", "injur"}, {"self"}]
+    assert PatternIndex([pattern]).candidates("self-care and a harmless joke") == {0}
+    assert PatternIndex([pattern]).candidates("self-care, nothing else") == set()
+    assert PatternIndex([pattern]).candidates("no harm done") == set()
+
+
 def test_a_text_without_the_phrases_skips_the_pattern():
     index = PatternIndex([r"\bkill myself\b", r"\bnoose\b"])
     assert index.candidates("i could kill for a coffee, said myself") == set()
@@ -77,3 +87,40 @@ def test_a_pattern_that_matches_is_always_a_candidate(rx, data):
 @given(text=st.text(max_size=200))
 def test_words_of_are_the_runs_of_word_characters(text):
     assert words_of(text) == set(re.findall(r"\w+", text))
+
+
+# -- searching a pattern only near its phrases (NearPhrases) ----------------------------
+
+def test_a_match_near_the_cut_made_by_a_window_is_not_taken_for_a_real_one():
+    # Searching around the first "a" cuts the text after "a ab": there "ab"
+    # would end the text and satisfy (?=$). It does not in the letter.
+    searcher = NearPhrases(r"\ba\w?(?=$)")
+    assert searcher.phrases
+    assert not searcher.search("a ab cd")
+    assert searcher.search("a ab")
+    assert searcher.search("xx ab")
+
+
+def test_a_pattern_without_a_bound_on_its_length_is_searched_whole():
+    searcher = NearPhrases(r"\boverdos\w*\b")
+    assert not searcher.phrases
+    assert searcher.search("she overdosed") and not searcher.search("no dose")
+
+
+_NEAR = {**TRICKY, **{
+    "lookahead that reads on": r"\bcan'?t go on(?= ?(?:like this|any ?more|[.,!?;|]|$))",
+    "negative lookahead after": r"\b(?:take|taking) my life\b(?! (?:back|in|into)\b)",
+    "gap between two needed words": r"\bpills\b.{0,20}?\bvodka\b",
+    "lookbehind before": r"(?<!not )\bhurt me\b",
+}}
+
+
+@pytest.mark.parametrize("rx", list(_NEAR.values()), ids=list(_NEAR))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_searching_near_the_phrases_finds_what_searching_everything_finds(rx, data):
+    pattern = re.compile(rx)
+    pieces = st.one_of(st.from_regex(pattern), st.sampled_from(["", " ", ".", "\n", "x", "my", "not ", "go on", " like"]),
+                       st.text(max_size=6))
+    text = "".join(data.draw(st.lists(pieces, max_size=6)))
+    assert NearPhrases(rx).search(text) == (pattern.search(text) is not None)

@@ -17,11 +17,13 @@ How it works
    me", "dying to know") need no guard; the tests pin them down instead.
 3. Curated regular expressions, one named list per category, are searched.
    Every category with at least one hit is reported. Only the expressions
-   that could match are run: mailer/prefilter.py reads from each one the
-   phrases every match contains, and an expression none of whose phrases is
-   in the letter is skipped. That is exact, never a guess (the tests compare
-   it with running them all), and it makes assessing a letter 10-15 times
-   faster, since most letters contain almost none of those phrases.
+   that could match are run: mailer/rules/crisis_index.py reads from each
+   one the phrases every match contains, an expression that lacks them is
+   skipped, and one that has them is tried only around where they occur.
+   That is exact, never a guess: :func:`_assess_reference` does everything
+   the plain way (every guard and pattern over the whole letter, the sign
+   vocabulary walked from every word) and the tests hold :func:`assess` to
+   it; most letters contain almost none of those phrases.
 
 4. The warning-sign vocabulary (mailer/rules/signs.py) names the signs in
    the letter; strong ones count alone, weak ones in pairs within a sentence
@@ -43,7 +45,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from mailer.rules.crisis_index import PatternIndex, words_of
+from mailer.rules.crisis_index import NearPhrases, PatternIndex
 from mailer.rules.crisis_patterns import DANGER_PATTERNS, GUARDS, SELF_HARM_PATTERNS, SUICIDE_PATTERNS
 from mailer.rules.crisis_model import features_of, load_model
 from mailer.rules.signs import load_vocabulary, tokens_of
@@ -148,26 +150,39 @@ _PATTERNS: _Patterns = (
 
 
 @functools.cache
-def _indexes() -> tuple[PatternIndex, PatternIndex]:
-    """The prefilter for the guards and for the patterns, built on first use (~0.1 s)."""
-    patterns = [rx for group in (SUICIDE_PATTERNS, SELF_HARM_PATTERNS, DANGER_PATTERNS) for _name, rx in group]
-    return PatternIndex([rx for _name, rx in GUARDS]), PatternIndex(patterns)
+def _index() -> PatternIndex:
+    """The prefilter for the guards and the patterns, numbered in that order, built on first use (~0.2 s).
+
+    One index for both, so a letter is read into its words once: when no
+    guard blanks anything out (nearly every letter), the patterns' candidates
+    come from the same reading.
+    """
+    return PatternIndex([rx for _name, rx in GUARDS] + [rx for _category, rx in _NUMBERED_SOURCES])
+
+
+#: (category, pattern source) of every pattern, in the order of CATEGORIES and of their lists.
+_NUMBERED_SOURCES = tuple(
+    (category, rx)
+    for category, group in ((SUICIDE, SUICIDE_PATTERNS), (SELF_HARM, SELF_HARM_PATTERNS), (DANGER, DANGER_PATTERNS))
+    for _name, rx in group
+)
 
 
 def warm_up() -> None:
     """Build the prefilter and read the sign vocabulary now rather than on the first letter."""
-    _indexes()
+    _index()
+    _searchers()
     load_vocabulary()
     load_model()
 
 
 def _prepare(subject: str, text: str, *, prefilter: bool = True) -> str:
     """Normalise subject and body into one string and blank out guarded idioms."""
-    return _prepare_with_words(subject, text, prefilter=prefilter)[0]
+    return _read(subject, text, prefilter=prefilter)[0]
 
 
-def _prepare_with_words(subject: str, text: str, *, prefilter: bool = True) -> tuple[str, set[str] | None]:
-    """:func:`_prepare`, and the words of the result when the prefilter read them anyway."""
+def _read(subject: str, text: str, *, prefilter: bool = True) -> tuple[str, set[int] | None]:
+    """:func:`_prepare`, and the numbers of the patterns that could match the result (None: all of them)."""
     # The " | " separator keeps a phrase from being stitched together across
     # the subject/body boundary.
     combined = _normalise(subject or "") + " | " + _normalise(text or "")
@@ -178,30 +193,28 @@ def _prepare_with_words(subject: str, text: str, *, prefilter: bool = True) -> t
     # A guard none of whose phrases is in the text cannot match: skipping it
     # leaves the text exactly as substituting would have. After a guard has
     # blanked something out the text is different, so it is read again.
-    index = _indexes()[0]
-    words = words_of(combined)
-    candidates = index.candidates(combined, words)
+    index = _index()
+    candidates = index.candidates(combined)
     for number, (_name, guard) in enumerate(_GUARDS):
         if number in candidates:
             combined, blanked = guard.subn(" ~ ", combined)
             if blanked:
-                words = words_of(combined)
-                candidates = index.candidates(combined, words)
-    return combined, words
+                candidates = index.candidates(combined)
+    guards = len(_GUARDS)
+    return combined, {number - guards for number in candidates if number >= guards}
 
 
-def _candidates(prepared: str, prefilter: bool, words: set[str] | None = None) -> _Patterns:
-    """Per category, the patterns that could match ``prepared`` (all of them without the prefilter).
+def _candidates(candidates: set[int] | None) -> _Patterns:
+    """Per category, the patterns numbered in ``candidates`` (all of them for None).
 
     Searching all 123 expressions over a letter took 5 ms. Every match of a
-    pattern contains one of a few phrases that mailer/prefilter.py reads out
-    of the pattern, and a pattern none of whose phrases is in the letter is
-    not searched: the result is the same as searching them all
+    pattern contains one of a few phrases that mailer/rules/crisis_index.py
+    reads out of the pattern, and a pattern none of whose phrases is in the
+    letter is not searched: the result is the same as searching them all
     (tests/test_crisis.py checks this), and most letters need only a few.
     """
-    if not prefilter:
+    if candidates is None:
         return _PATTERNS
-    candidates = _indexes()[1].candidates(prepared, words)
     selected, number = [], 0
     for category, patterns in _PATTERNS:
         chosen = []
@@ -219,10 +232,10 @@ def _explain(subject: str, text: str, *, prefilter: bool = True) -> list[tuple[s
     For the benchmark, for debugging, and for the tests that compare the
     prefiltered search with the full one; :func:`assess` is the public API.
     """
-    prepared, words = _prepare_with_words(subject, text, prefilter=prefilter)
+    prepared, candidates = _read(subject, text, prefilter=prefilter)
     return [
         (category, name)
-        for category, patterns in _candidates(prepared, prefilter, words)
+        for category, patterns in _candidates(candidates)
         for name, pattern in patterns
         if pattern.search(prepared)
     ]
@@ -265,14 +278,30 @@ def judge_signs(signs: set[str] | frozenset[str]) -> bool:
     return "time" in weak and bool(weak & TIME_PARTNERS)
 
 
-def _rules(prepared: str, words: set[str] | None) -> tuple[set[str], frozenset[str]]:
-    """The risks the curated patterns and the warning signs find in ``prepared``, and the signs found."""
-    found = set(
-        category
-        for category, patterns in _candidates(prepared, True, words)
-        if any(pattern.search(prepared) for _name, pattern in patterns)
-    )
-    spans = load_vocabulary().matches(tokens_of(prepared))
+@functools.cache
+def _searchers() -> tuple[tuple[str, NearPhrases], ...]:
+    """Every pattern with its category, numbered as the prefilter numbers them, searched near its phrases."""
+    return tuple((category, NearPhrases(rx)) for category, rx in _NUMBERED_SOURCES)
+
+
+def _rules(prepared: str, candidates: set[int], tokens: list[str]) -> tuple[set[str], frozenset[str]]:
+    """The risks the curated patterns and the warning signs find in ``prepared``, and the signs found.
+
+    ``candidates``: the numbers of the patterns that could match it (from
+    :func:`_read`), ``tokens`` its :func:`tokens_of`. A category one pattern
+    found needs no other of its patterns searched.
+    """
+    found: set[str] = set()
+    searchers = _searchers()
+    for number in sorted(candidates):
+        category, searcher = searchers[number]
+        if category not in found and searcher.search(prepared):
+            found.add(category)
+    return _with_signs(found, load_vocabulary().matches(tokens))
+
+
+def _with_signs(found: set[str], spans: dict[str, list[tuple[int, int]]]) -> tuple[set[str], frozenset[str]]:
+    """The risks the patterns ``found``, with those the warning signs' ``spans`` add; and the signs."""
     signs = frozenset(spans) - NEUTRAL
     if signs & ALONE or _weak_signs_meet(spans):
         strong = signs & ALONE
@@ -284,7 +313,8 @@ def _rules(prepared: str, words: set[str] | None) -> tuple[set[str], frozenset[s
 
 def rules_urgent(subject: str, text: str) -> bool:
     """Whether the patterns and signs alone, without the word model, find a crisis (for training and the bench)."""
-    return bool(_rules(*_prepare_with_words(subject, text))[0])
+    prepared, candidates = _read(subject, text)
+    return bool(_rules(prepared, candidates, tokens_of(prepared))[0])
 
 
 #: The sign reported when only the word model found the letter urgent.
@@ -305,12 +335,45 @@ def assess(subject: str, text: str) -> CrisisAssessment:
     categories found; neither holds letter text. Biased towards recall:
     negation and hedging never cancel a sign. Never raises on str input.
     """
-    prepared, words = _prepare_with_words(subject, text)
-    found, signs = _rules(prepared, words)
-    if not found and signs & (WEAK - {"time"}):
+    prepared, candidates = _read(subject, text)
+    tokens = tokens_of(prepared)
+    found, signs = _rules(prepared, candidates, tokens)
+    if not found and signs & _ASKS_MODEL:
         model = load_model()
-        if model is not None and model.flags(features_of(prepared, signs)):
+        if model is not None and model.flags(features_of(prepared, signs, tokens=tokens)):
             found.add(SUICIDE)
             signs = signs | {MODEL_SIGN}
+    return _assessment(found, signs)
+
+
+#: The signs that send a letter the rules left calm to the word model: a weak one other than a time.
+_ASKS_MODEL = WEAK - {"time"}
+
+
+def _assessment(found: set[str], signs: frozenset[str]) -> CrisisAssessment:
     signals = tuple(category for category in CATEGORIES if category in found)
     return CrisisAssessment(urgent=bool(signals), signals=signals, signs=tuple(sorted(signs)))
+
+
+def _assess_reference(subject: str, text: str) -> CrisisAssessment:
+    """:func:`assess` done the plain, slow way, to check the fast one against (tests, bench).
+
+    Every guard and every pattern is searched (no prefilter), the sign
+    vocabulary is walked from every word it has a branch for, and the word
+    model sums its weights as it did before :meth:`WordModel.flags` summed
+    them once. :func:`assess` must return exactly this for every letter.
+    """
+    prepared = _prepare(subject, text, prefilter=False)
+    found = {
+        category for category, patterns in _PATTERNS if any(pattern.search(prepared) for _name, pattern in patterns)
+    }
+    found, signs = _with_signs(found, load_vocabulary().matches_walking_every_word(tokens_of(prepared)))
+    if not found and signs & (WEAK - {"time"}):
+        model = load_model()
+        if model is not None:
+            features = list(features_of(prepared, signs))
+            evidence = sum(model.weights.get(f, 0.0) for f in features)
+            if evidence > 0 and model.probability(features) > model.threshold:
+                found.add(SUICIDE)
+                signs = signs | {MODEL_SIGN}
+    return _assessment(found, signs)

@@ -23,6 +23,7 @@ import math
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from mailer.rules.signs import tokens_of
@@ -32,11 +33,14 @@ __all__ = ["WordModel", "features_of", "train", "load_model", "MODEL_PATH"]
 MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "crisis_model.toml"
 
 
-def features_of(prepared: str, signs: Iterable[str] = ()) -> set[str]:
-    """The features of an already-normalised letter: folded words, adjacent word pairs, sign categories."""
-    words = tokens_of(prepared)
+def features_of(prepared: str, signs: Iterable[str] = (), *, tokens: list[str] | None = None) -> set[str]:
+    """The features of an already-normalised letter: folded words, adjacent word pairs, sign categories.
+
+    ``tokens``: the letter's :func:`~mailer.rules.signs.tokens_of`, when the caller has them already.
+    """
+    words = tokens_of(prepared) if tokens is None else tokens
     found = set(words)
-    found.update(f"{a} {b}" for a, b in zip(words, words[1:]))
+    found.update(map(" ".join, zip(words, words[1:])))  # "a b", as f"{a} {b}" would, without a Python loop
     found.update(f"sign:{sign}" for sign in signs)
     return found
 
@@ -62,7 +66,15 @@ class WordModel:
     def probability(self, features: Iterable[str]) -> float:
         """The model's probability that a letter with these features is a crisis."""
         features = list(features)
-        z = self.bias + _scale(len(features)) * sum(self.weights.get(f, 0.0) for f in features)
+        return self._probability(self._evidence(features), len(features))
+
+    def _evidence(self, features: list[str]) -> float:
+        """The sum of the features' weights (0 for a feature the model does not know), in their order."""
+        return sum(map(self.weights.get, features, repeat(0.0)))
+
+    def _probability(self, evidence: float, count: int) -> float:
+        """The probability for a letter of ``count`` features whose weights sum to ``evidence``."""
+        z = self.bias + _scale(count) * evidence
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
     def flags(self, features: Iterable[str]) -> bool:
@@ -74,8 +86,8 @@ class WordModel:
         all) must not be flagged by the bias alone.
         """
         features = list(features)
-        evidence = sum(self.weights.get(f, 0.0) for f in features)
-        return evidence > 0 and self.probability(features) > self.threshold
+        evidence = self._evidence(features)
+        return evidence > 0 and self._probability(evidence, len(features)) > self.threshold
 
     def to_toml(self) -> str:
         """The model as TOML, weights rounded and sorted so the file diffs well.
