@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import secrets
+import sqlite3
 from email.message import EmailMessage
 
 import sqlite_utils
@@ -27,6 +28,7 @@ from mailer.config import DeliveryConfig
 from mailer.outbound.delivery import PermanentFailure, TemporaryFailure, Transport
 from mailer.outbound.dkim import Signer, is_signed
 from mailer.store.archive import Stored, add_signature, store_outbound
+from mailer.store.db import open_readonly
 from mailer.store.parsing import parse_own
 from mailer.store.writer import DatabaseWriter
 
@@ -195,6 +197,10 @@ class OutboxWorker:
         self._in_flight: set[int] = set()
         self._slots = asyncio.Semaphore(max(1, config.concurrency))
         self._last_send = 0.0
+        # Due rows are looked up on a read connection of the worker's own:
+        # through the writer, every look (with up to 200 messages' bytes)
+        # would be a write transaction that the listener's letters wait behind.
+        self._reader: sqlite_utils.Database | None = None
 
     async def start(self) -> None:
         """Start delivering (anything left pending from before a restart goes first)."""
@@ -217,13 +223,32 @@ class OutboxWorker:
             except asyncio.TimeoutError:
                 self._task.cancel()
         await self.transport.close()
+        # Not after a cancel: a look may still be running in its thread.
+        if self._reader is not None and (self._task is None or not self._task.cancelled()):
+            self._reader.close()
+            self._reader = None
+
+    async def _read(self, fn, *args):
+        """``fn(db, *args)`` on the worker's read connection, in a thread."""
+        return await asyncio.to_thread(self._read_now, fn, args)
+
+    def _read_now(self, fn, args):
+        if self._reader is None:
+            self._reader = open_readonly(self.writer.path)
+        try:
+            return fn(self._reader, *args)
+        except sqlite3.Error:
+            # Opened again at the next look (the file was replaced, say).
+            self._reader.close()
+            self._reader = None
+            raise
 
     async def _run(self) -> None:
         tasks: set[asyncio.Task] = set()
         while not self._stopping:
             self._wake.clear()
             try:
-                rows = await self.writer.run(due, iso(self.clock()), 200, tuple(self._in_flight))
+                rows = await self._read(due, iso(self.clock()), 200, tuple(self._in_flight))
             except Exception:  # noqa: BLE001 - the database hiccuped; try again at the next poll
                 log.exception("cannot read the outbox")
                 rows = []
@@ -247,7 +272,7 @@ class OutboxWorker:
 
     async def _sleep_seconds(self) -> float:
         try:
-            nxt = await self.writer.run(next_due_at)
+            nxt = await self._read(next_due_at)
         except Exception:  # noqa: BLE001
             return self.poll_seconds
         if nxt is None:

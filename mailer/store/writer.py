@@ -48,8 +48,9 @@ class DatabaseWriter:
         self._db: sqlite_utils.Database | None = None
         #: time.monotonic() when the batch being written began; None between batches.
         self._batch_started: float | None = None
-        #: Batches that found the write lock held by another connection (the
-        #: pipeline worker, a CLI command), and the longest such wait in seconds.
+        #: Batches that waited 1 ms or more to take the write lock (held by another
+        #: connection: the pipeline worker, a command; or the thread was not
+        #: scheduled), and the longest such wait in seconds.
         self.lock_waits = 0
         self.longest_lock_wait = 0.0
 
@@ -178,7 +179,8 @@ class DatabaseWriter:
 
     def _close(self) -> None:
         if self.lock_waits:
-            log.info("the archive writer waited for the write lock %d times, the longest %.1f ms",
+            log.info("the archive writer waited 1 ms or more for the write lock %d times (another connection "
+                     "held it, or this thread waited for the CPU), the longest %.1f ms",
                      self.lock_waits, self.longest_lock_wait * 1000,
                      extra={"event": "writer_lock_waits", "waits": self.lock_waits,
                             "longest_ms": round(self.longest_lock_wait * 1000, 1)})
