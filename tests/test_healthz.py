@@ -35,7 +35,7 @@ def test_a_running_service_is_healthy_without_any_login(running):
     answer = healthz(running)
 
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "checks": {"database": "ok", "listener": "ok", "writer": "ok"}}
+    assert answer.json() == {"status": "ok", "checks": {"database": "ok", "listener": "ok", "writer": "ok", "pipeline": "ok"}}
     assert answer.headers["cache-control"] == "no-store"
     assert "set-cookie" not in answer.headers
     head = httpx.head(f"http://127.0.0.1:{running.config.web.port}/healthz", timeout=10)
@@ -52,7 +52,7 @@ def test_a_stopped_listener_makes_the_service_unhealthy(running):
     answer = healthz(running)
 
     assert answer.status_code == 503
-    assert answer.json() == {"status": "unhealthy", "checks": {"database": "ok", "listener": "not serving", "writer": "ok"}}
+    assert answer.json() == {"status": "unhealthy", "checks": {"database": "ok", "listener": "not serving", "writer": "ok", "pipeline": "ok"}}
     assert answer.headers["cache-control"] == "no-store"
 
 
@@ -67,7 +67,7 @@ def test_a_database_that_does_not_answer_makes_the_service_unhealthy(running, tm
     answer = healthz(running)
 
     assert answer.status_code == 503
-    assert answer.json() == {"status": "unhealthy", "checks": {"database": "failed", "listener": "ok", "writer": "ok"}}
+    assert answer.json() == {"status": "unhealthy", "checks": {"database": "failed", "listener": "ok", "writer": "ok", "pipeline": "ok"}}
     assert str(database) not in answer.text and "not a database" not in answer.text
 
 

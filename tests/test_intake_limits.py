@@ -177,7 +177,7 @@ def test_healthz_reports_a_writer_stuck_in_one_batch(tmp_path, monkeypatch):
             answer = wait_for(lambda: (lambda a: a if a.status_code == 503 else None)(httpx.get(url, timeout=10)),
                               message="healthz to notice the stuck writer")
             assert answer.json() == {"status": "unhealthy",
-                                     "checks": {"database": "ok", "listener": "ok", "writer": "stuck"}}
+                                     "checks": {"database": "ok", "listener": "ok", "writer": "stuck", "pipeline": "ok"}}
         finally:
             release.set()
         wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, message="healthy again")

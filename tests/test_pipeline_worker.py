@@ -215,3 +215,25 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def test_healthz_says_the_pipeline_is_restarting_while_the_worker_is_dead(tmp_path, monkeypatch):
+    # A long wait before the restart, so the dead worker is seen from outside.
+    import httpx
+
+    from mailer.app import pipeline_process
+
+    monkeypatch.setattr(pipeline_process, "RESTART_LEAST_SECONDS", 30.0)
+    config = make_config(tmp_path, pipeline={"worker": "process"}, web={"enabled": True})
+
+    def health() -> tuple[int, dict]:
+        answer = httpx.get(f"http://127.0.0.1:{config.web.port}/healthz", timeout=10)
+        return answer.status_code, answer.json()["checks"]
+
+    with BackgroundService(config) as running:
+        running.call(_wait_ready, running.service.pipeline)
+        assert health() == (200, {"database": "ok", "listener": "ok", "writer": "ok", "pipeline": "ok"})
+        os.kill(running.service.pipeline.pid, signal.SIGKILL)
+        code, checks = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(health()),
+                                message="/healthz to fail while the worker is dead")
+        assert checks["pipeline"] == "restarting" and checks["listener"] == "ok"

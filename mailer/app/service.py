@@ -92,6 +92,12 @@ class Service:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[:2]
 
+    def pipeline_state(self) -> str:
+        """For ``/healthz``: ``"ok"``, or ``"restarting"`` while the pipeline worker is dead."""
+        if isinstance(self.pipeline, PipelineProcess) and self.pipeline.pid is None:
+            return "restarting"
+        return "ok"
+
     @property
     def listening(self) -> bool:
         """Whether the SMTP listener is serving right now (for /healthz)."""
@@ -261,7 +267,7 @@ def build_components(service: Service) -> list[Component]:
 
         service.web = WebServer(
             create_app(config, writer=service.writer, clock=service.clock, on_enqueued=outbox.wake,
-                       listening=lambda: service.listening),
+                       listening=lambda: service.listening, pipeline_state=service.pipeline_state),
             config.web.host, config.web.port, trusted_proxies=config.web.trusted_proxies,
         )
         components.append(service.web)

@@ -28,11 +28,14 @@ def create_app(
     environ=None,
     on_enqueued: Callable[[], None] | None = None,
     listening: Callable[[], bool] | None = None,
+    pipeline_state: Callable[[], str] | None = None,
 ) -> Starlette:
     """Build the web application: public routes, then the desk behind its login.
 
     ``listening`` tells ``/healthz`` whether the SMTP listener is serving;
     without it (an app built outside ``mailer serve``) the check fails.
+    ``pipeline_state`` tells it whether the pipeline worker runs (``"ok"``)
+    or is being restarted (``"restarting"``).
     """
     from mailer.web import archive, desk, guard, health, public
 
@@ -45,5 +48,6 @@ def create_app(
     app.state.clock = clock
     app.state.on_enqueued = on_enqueued  # wakes the outbox after a write that queued mail
     app.state.listening = listening or (lambda: False)
+    app.state.pipeline_state = pipeline_state or (lambda: "ok")
     app.state.templates = template_environment(config.templates_override())
     return app

@@ -1,7 +1,7 @@
 """``GET /healthz``: may a load balancer or monitor send traffic here?
 
 Public (no login, no session, no CSRF) and private-free: the answer is only
-``{"status": "ok" | "unhealthy", "checks": {"database": ..., "listener": ..., "writer": ...}}``,
+``{"status": "ok" | "unhealthy", "checks": {"database": ..., "listener": ..., "writer": ..., "pipeline": ...}}``,
 never a path, an error text or a count. 200 when every check passes, 503
 (naming the failed check) otherwise:
 
@@ -13,7 +13,12 @@ never a path, an error text or a count. 200 when every check passes, 503
   the first thing a stopping service closes);
 * ``writer``: the archive's one writer is idle or busy for less than
   WRITER_STUCK_SECONDS (``"ok"``), or has been inside one batch longer
-  (``"stuck"``): letters then wait for their 250 and CLI writes for the lock.
+  (``"stuck"``): letters then wait for their 250 and CLI writes for the lock;
+* ``pipeline``: the pipeline worker process runs, or the pipeline runs in the
+  service (``"ok"``), or the worker died and waits to be started again
+  (``"restarting"``): letters are still taken and kept, but none is filed or
+  acknowledged until it is back. A worker that keeps dying keeps this check
+  failing (its restarts wait up to 30 s).
 """
 
 from __future__ import annotations
@@ -52,12 +57,13 @@ async def database_check(path) -> str:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """200 when the database answers, the listener serves and the writer moves; 503 naming what does not."""
+    """200 when the database answers, the listener serves, the writer moves and the pipeline runs; 503 naming what does not."""
     state = request.app.state
     checks = {
         "database": await database_check(state.config.storage.database),
         "listener": "ok" if state.listening() else "not serving",
         "writer": "ok" if state.writer.busy_seconds() < WRITER_STUCK_SECONDS else "stuck",
+        "pipeline": state.pipeline_state(),
     }
     healthy = all(value == "ok" for value in checks.values())
     return JSONResponse(
