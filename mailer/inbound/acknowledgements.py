@@ -20,6 +20,13 @@ For every letter, in this order:
    so an acknowledgement never carries a sender's payload.
 
 The decision is returned as the letter's ``disposition`` and kept with it.
+
+What needs only the letter (the crisis reading, the robot rules, the topics,
+rendering and building the message) is done by :func:`prepare_letter` on a
+read connection before the write transaction; :func:`handle_letter` then
+writes the flag and decides the SPF verdict and the limits (steps 3-4) from
+the archive as it is inside the transaction, so a preparation never sends
+what the limits forbid.
 """
 
 from __future__ import annotations
