@@ -11,21 +11,17 @@ program. Do not edit it to make a test pass.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import heapq
 import json
 import math
 import re
-import tomllib
-import unicodedata
 import weakref
 from dataclasses import dataclass
-from importlib import resources
 
 import sqlite_utils
 
 from mailer.topics import examples as labelled
-from mailer.topics.stemmer import STOP_WORDS, WORD, _stem
+from mailer.topics.stemmer import STOP_WORDS, _stem
 from mailer.topics.themes import MENTION_WEIGHT, PROFILE_CUTOFF, TOPIC_FIELD_WEIGHTS, WORD_WEIGHT, phrase_index, word_index  # noqa: F401
 from mailer.topics.examples import MIN_SIMILARITY, NEIGHBOURS, Features, _unit  # noqa: F401
 from collections.abc import Callable, Iterable
@@ -39,6 +35,8 @@ from mailer.topics.matching import (  # noqa: E402
     STARTER_WEIGHT, SUBJECT_WEIGHT, SYNONYM_WEIGHT, THEME_IDF_POWER, THEME_WEIGHT, URGENT_THEMES,
     TopicMatch,
 )
+# Helpers the faster matcher did not change, shared rather than copied.
+from mailer.topics.matching import _count, _damped, _idf, _synonyms, _tokens, _weight  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -332,12 +330,6 @@ def _query(terms, total: int, frequencies: dict[str, int]) -> str:
     return " OR ".join(parts)
 
 
-def _idf(total: int, df: int) -> float:
-    # FTS5's own formula, floored the same way.
-    idf = math.log((total - df + 0.5) / (df + 0.5))
-    return idf if idf > 0 else 1e-6
-
-
 _VOCABULARIES: "weakref.WeakKeyDictionary[sqlite_utils.Database, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -415,35 +407,6 @@ def _letter_terms(subject: str, text: str, words=None) -> list[tuple[str, tuple[
     return terms
 
 
-def _count(tally: dict, key: tuple[str, ...], is_subject: bool) -> None:
-    entry = tally.setdefault(key, [0, False])
-    if is_subject:
-        entry[1] = True
-    else:
-        entry[0] += 1
-
-
-def _weight(entry) -> float:
-    if entry is None:
-        return 0.0
-    return _damped(entry[0]) + (SUBJECT_WEIGHT if entry[1] else 0.0)
-
-
-def _damped(count: float) -> float:
-    """Saying a word five times makes it matter more, not five times more."""
-    return 0.0 if count <= 0 else 1.0 + math.log(count)
-
-
-def _tokens(text: str) -> list[str]:
-    """Words as FTS5's unicode61 tokenizer sees them: case and diacritics folded."""
-    text = text[:MAX_LETTER_CHARS]
-    if not text.isascii():
-        text = "".join(
-            c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
-        )
-    return WORD.findall(text.lower())
-
-
 _QUOTE_HEADER = re.compile(r"^\s*(on\b.{0,200}\bwrote:|-+\s*original message\s*-+)\s*$", re.I)
 _GREETING = re.compile(r"^\s*(dear|hi|hello|hey)\b.{0,40}$", re.I)
 
@@ -469,34 +432,6 @@ def _letter_body(text: str) -> str:
 # The synonyms file: [synonyms] maps a word or phrase the column uses (as in
 # its titles and keywords) to the words and phrases readers use for it.
 SynonymTable = dict[str, tuple[tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]], ...]]
-
-
-@functools.lru_cache(maxsize=1)
-def _synonyms() -> SynonymTable:
-    """mailer/data/synonyms.toml, read once, as a lookup by the first stem of a reader's phrase."""
-    text = resources.files("mailer").joinpath("data/synonyms.toml").read_text(encoding="utf-8")
-    return parse_synonyms(tomllib.loads(text))
-
-
-def parse_synonyms(data: dict) -> SynonymTable:
-    """Index ``{column phrase: [reader phrases]}`` by the first stem of each reader phrase."""
-    table: dict[str, dict[tuple[str, ...], list]] = {}
-    for column_phrase, reader_phrases in (data.get("synonyms") or {}).items():
-        words = _tokens(column_phrase)
-        if not words or not isinstance(reader_phrases, list):
-            raise ValueError(f"synonyms: {column_phrase!r} must map to a list of words")
-        target = (" ".join(words), tuple(_stem(word) for word in words))
-        for reader_phrase in reader_phrases:
-            stems = tuple(_stem(word) for word in _tokens(str(reader_phrase)))
-            if not stems or stems == target[1]:
-                continue
-            targets = table.setdefault(stems[0], {}).setdefault(stems, [])
-            if target not in targets:
-                targets.append(target)
-    return {
-        first: tuple((reader, tuple(targets)) for reader, targets in by_phrase.items())
-        for first, by_phrase in table.items()
-    }
 
 
 # -- themes.py as it was
