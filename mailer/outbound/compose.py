@@ -24,7 +24,7 @@ from typing import Mapping
 import jinja2
 
 from mailer.clock import Clock
-from mailer.outbound.templating import render_inlined
+from mailer.outbound.templating import inline_css
 from mailer.store.parsing import CachedHeaderRegistry
 
 #: Our own loop marker: a message carrying it (with our domain) is never answered.
@@ -118,11 +118,10 @@ def render(env: jinja2.Environment, name: str, context: dict) -> Rendered:
     """
     text = env.get_template(f"{name}.txt.j2").render(**context)
     try:
-        return Rendered(text, render_inlined(env, f"{name}.html.j2", context))
-    except jinja2.TemplateNotFound as missing:
-        if missing.name != f"{name}.html.j2":
-            raise  # a template it includes is missing: an error, not a text-only message
+        html_template = env.get_template(f"{name}.html.j2")
+    except jinja2.TemplateNotFound:
         return Rendered(text)
+    return Rendered(text, inline_css(html_template.render(**context)))
 
 
 def greeting(display_name: str | None) -> str:
